@@ -1,0 +1,109 @@
+//! The call path: wait for a concurrency permit, register the call, encode the request
+//! into the write queue, then wait for the reader to fill the call's slot.
+
+use std::future::poll_fn;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::time::Instant;
+
+use super::connection::Connection;
+use super::options::CallOptions;
+use crate::server::current_deadline;
+use crate::status::Status;
+use crate::wire::{self, Response, flags};
+
+/// Removes the call's slot if its future is dropped before the answer arrived, and
+/// tells the server (CANCEL) so it drops the handler.
+struct InFlightGuard<'a> {
+    conn: &'a Connection,
+    call_id: u64,
+    sent: bool,
+    done: bool,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let was_waiting = self.conn.table().remove(self.call_id);
+        if self.sent && was_waiting && !self.conn.outbox.is_dead() {
+            wire::encode_cancel(&mut self.conn.outbox.lock(), self.call_id);
+        }
+    }
+}
+
+/// The effective deadline: the call's own timeout, capped by the deadline of the
+/// server call we are running inside (so nested calls inherit what is left).
+pub(crate) fn effective_deadline(timeout: Option<Duration>) -> Option<Instant> {
+    let own = timeout.map(|t| Instant::now() + t);
+    match (own, current_deadline()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Connection {
+    /// Sends one call and waits for its response frame (an error status is `Err`).
+    /// `encode` appends the payload to the request frame.
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        opts: &CallOptions,
+        codec: u8,
+        deadline: Option<Instant>,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
+    ) -> Result<Response, Status> {
+        if method.len() > usize::from(u16::MAX) {
+            return Err(Status::invalid_argument("the method name is longer than 65,535 bytes"));
+        }
+        let work = self.call_inner(method, opts, codec, deadline, encode);
+        let Some(d) = deadline else { return work.await };
+        match tokio::time::timeout_at(d, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!("{method} did not complete within its deadline"))),
+        }
+    }
+
+    async fn call_inner(
+        &self,
+        method: &str,
+        opts: &CallOptions,
+        codec: u8,
+        deadline: Option<Instant>,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
+    ) -> Result<Response, Status> {
+        let _permit = match self.limit.acquire().await {
+            Ok(p) => p,
+            Err(_) => return Err(self.closed_status()),
+        };
+        let call_id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.table().insert(call_id)?;
+        let mut guard = InFlightGuard { conn: self, call_id, sent: false, done: false };
+        {
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let flag_bits = if opts.idempotent { flags::IDEMPOTENT } else { 0 };
+            let mut out = self.outbox.lock();
+            let head = wire::encode_request_head(&mut out, call_id, flag_bits, codec, remaining, method.as_bytes(), &opts.metadata);
+            if let Err(status) = encode(&mut out) {
+                head.abandon(&mut out);
+                return Err(status.with_not_processed(true));
+            }
+            head.finish(&mut out, self.server_max_frame).map_err(|e| {
+                Status::resource_exhausted(format!("cannot send {method}: the request is too large: {e}")).with_not_processed(true)
+            })?;
+        }
+        guard.sent = true;
+        let result = poll_fn(|cx| self.table().poll(call_id, cx)).await;
+        guard.done = true;
+        result
+    }
+
+    fn closed_status(&self) -> Status {
+        match self.table().state() {
+            super::in_flight::State::Closed(s) | super::in_flight::State::GoingAway { status: s } => s.clone(),
+            super::in_flight::State::Open => Status::unavailable(format!("connection to {} is closed", self.peer)),
+        }
+    }
+}

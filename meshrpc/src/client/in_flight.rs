@@ -1,0 +1,121 @@
+//! The client's in-flight table: a slot per call holding its waker, then its result.
+
+use std::collections::HashMap;
+use std::task::{Context, Poll, Waker};
+
+use crate::status::Status;
+use crate::wire::Response;
+
+/// One call's slot.
+enum Slot {
+    Waiting(Option<Waker>),
+    Done(Result<Response, Status>),
+}
+
+/// Whether the connection takes new calls.
+#[derive(Debug, Clone)]
+pub(crate) enum State {
+    Open,
+    /// The server sent GOAWAY: calls up to `last_call_id` will still be answered.
+    GoingAway { status: Status },
+    /// The connection is gone; every call fails with this status.
+    Closed(Status),
+}
+
+/// Calls in flight on one connection.
+pub(crate) struct CallTable {
+    slots: HashMap<u64, Slot>,
+    state: State,
+}
+
+impl CallTable {
+    pub(crate) fn new() -> CallTable {
+        CallTable { slots: HashMap::new(), state: State::Open }
+    }
+
+    /// Registers a call, unless the connection no longer takes calls.
+    pub(crate) fn insert(&mut self, call_id: u64) -> Result<(), Status> {
+        match &self.state {
+            State::Open => {
+                self.slots.insert(call_id, Slot::Waiting(None));
+                Ok(())
+            }
+            State::GoingAway { status } | State::Closed(status) => Err(status.clone()),
+        }
+    }
+
+    /// Removes a call (it was cancelled or its future dropped); true if it was waiting.
+    pub(crate) fn remove(&mut self, call_id: u64) -> bool {
+        matches!(self.slots.remove(&call_id), Some(Slot::Waiting(_)))
+    }
+
+    /// Stores a call's result; returns the waker to wake once the lock is released.
+    pub(crate) fn complete(&mut self, call_id: u64, result: Result<Response, Status>) -> Option<Waker> {
+        let slot = self.slots.get_mut(&call_id)?;
+        match std::mem::replace(slot, Slot::Done(result)) {
+            Slot::Waiting(w) => w,
+            done @ Slot::Done(_) => {
+                *slot = done; // a duplicate answer: keep the first
+                None
+            }
+        }
+    }
+
+    /// Polls a call's slot: its result once there, else registers the waker.
+    pub(crate) fn poll(&mut self, call_id: u64, cx: &mut Context<'_>) -> Poll<Result<Response, Status>> {
+        match self.slots.get_mut(&call_id) {
+            Some(Slot::Waiting(w)) => {
+                match w {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            Some(Slot::Done(_)) => match self.slots.remove(&call_id) {
+                Some(Slot::Done(r)) => Poll::Ready(r),
+                _ => Poll::Ready(Err(Status::internal("call slot changed while polled"))),
+            },
+            None => Poll::Ready(Err(match &self.state {
+                State::Closed(s) => s.clone(),
+                _ => Status::internal(format!("call {call_id} is not in flight")),
+            })),
+        }
+    }
+
+    /// The server sent GOAWAY: refuse new calls; fail waiting calls above
+    /// `last_call_id` as not processed. Returns their wakers.
+    pub(crate) fn go_away(&mut self, last_call_id: u64, status: Status, wakers: &mut Vec<Waker>) {
+        if let State::Open = self.state {
+            self.state = State::GoingAway { status: status.clone() };
+        }
+        for (id, slot) in self.slots.iter_mut() {
+            if *id > last_call_id
+                && let Slot::Waiting(w) = slot
+            {
+                wakers.extend(w.take());
+                *slot = Slot::Done(Err(status.clone()));
+            }
+        }
+    }
+
+    /// The connection is gone: fail every waiting call with `status`.
+    pub(crate) fn close(&mut self, status: Status, wakers: &mut Vec<Waker>) {
+        if !matches!(self.state, State::Closed(_)) {
+            self.state = State::Closed(status.clone());
+        }
+        for slot in self.slots.values_mut() {
+            if let Slot::Waiting(w) = slot {
+                wakers.extend(w.take());
+                *slot = Slot::Done(Err(status.clone()));
+            }
+        }
+    }
+
+    pub(crate) fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+}

@@ -1,0 +1,346 @@
+//! One server connection: handshake, then a read loop that dispatches calls, answers
+//! pings and cancels, enforces limits, and ends with GOAWAY and a bounded drain.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncRead;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::builder::ServerShared;
+use super::call::{CallStart, run_call};
+use super::handshake::{self, frame_name};
+use crate::codec::{self, Codec};
+use crate::status::{Code, Status};
+use crate::transport::{FrameReader, Outbox, ReadError, run_writer};
+use crate::wire::{self, Frame, GoAway, Metadata, Request, Settings, flags};
+
+/// State shared by a connection's reader and its call tasks.
+pub(crate) struct ConnShared {
+    pub(crate) outbox: Outbox,
+    pub(crate) peer: SocketAddr,
+    /// The largest frame the client accepts (from its SETTINGS).
+    pub(crate) peer_max_frame: u32,
+    calls: Mutex<HashMap<u64, CancellationToken>>,
+    in_flight: AtomicUsize,
+    /// Notified when the last call in flight finishes.
+    idle: Notify,
+    server: Arc<ServerShared>,
+}
+
+impl ConnShared {
+    /// Releases a finished call's slot (called by the call task's guard).
+    pub(crate) fn finish_call(&self, call_id: u64) {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
+        self.server.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_one();
+        }
+    }
+
+    /// Answers `call_id` with an error status (flagged `not_processed` if the status is).
+    pub(crate) fn send_error(&self, call_id: u64, codec: u8, status: &Status) {
+        let f = if status.not_processed() { flags::NOT_PROCESSED } else { 0 };
+        let mut out = self.outbox.lock();
+        let head = wire::encode_response_head(&mut out, call_id, f, codec, status.code(), status.message(), &Metadata::new());
+        // An error frame is small: the message is capped at 64 KiB and the peer's
+        // limit is at least 16 KiB, so only a pathological message can fail here.
+        if head.finish(&mut out, self.peer_max_frame).is_err() {
+            let head = wire::encode_response_head(&mut out, call_id, f, codec, status.code(), "", &Metadata::new());
+            let _ = head.finish(&mut out, self.peer_max_frame);
+        }
+    }
+
+    fn send_goaway(&self, last_call_id: u64, code: Code, message: String) {
+        wire::encode_goaway(&mut self.outbox.lock(), &GoAway { last_call_id, code, message });
+    }
+
+    fn cancel_all(&self) {
+        for t in self.calls.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            t.cancel();
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// Serves one accepted TCP connection to the end.
+pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let cfg = &server.config;
+    let ours = Settings {
+        protocol_version: Some(u32::from(wire::VERSION)),
+        max_frame_size: Some(cfg.max_frame_size),
+        max_concurrent_calls: Some(cfg.max_concurrent_calls_per_connection),
+        idle_timeout_ms: cfg.idle_timeout.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+    };
+    let hs = handshake::accept(rd, &mut wr, &ours, cfg.max_frame_size);
+    let (reader, theirs) = match tokio::time::timeout(cfg.handshake_timeout, hs).await {
+        Ok(Ok(ok)) => ok,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "handshake timed out after {:?}", cfg.handshake_timeout);
+            return;
+        }
+    };
+    let conn = Arc::new(ConnShared {
+        outbox: Outbox::default(),
+        peer,
+        peer_max_frame: theirs.max_frame_size.unwrap_or(wire::DEFAULT_MAX_FRAME_SIZE).max(wire::MIN_MAX_FRAME_SIZE),
+        calls: Mutex::new(HashMap::new()),
+        in_flight: AtomicUsize::new(0),
+        idle: Notify::new(),
+        server: server.clone(),
+    });
+    let writer = {
+        let conn = conn.clone();
+        tokio::spawn(async move { run_writer(&conn.outbox, wr).await })
+    };
+    let mut lp = ReadLoop { conn: conn.clone(), last_accepted: 0, draining: false };
+    let graceful = async {
+        lp.run(reader).await;
+        lp.drain().await;
+        conn.outbox.close();
+    };
+    tokio::select! {
+        _ = graceful => {}
+        _ = server.kill.cancelled() => {
+            writer.abort();
+            conn.cancel_all();
+        }
+    }
+    let _ = writer.await;
+}
+
+struct ReadLoop {
+    conn: Arc<ConnShared>,
+    last_accepted: u64,
+    draining: bool,
+}
+
+/// Why the read loop stopped taking frames.
+enum Stop {
+    Continue,
+    Stop,
+}
+
+impl ReadLoop {
+    async fn run<R: AsyncRead + Unpin>(&mut self, mut reader: FrameReader<R>) {
+        let conn = self.conn.clone();
+        let server = conn.server.clone();
+        let cfg = &server.config;
+        let mut idle_since: Option<Instant> = None;
+        // Frames that came in with the client's SETTINGS are handled first.
+        if let Stop::Stop = self.handle_buffered(&mut reader) {
+            return;
+        }
+        loop {
+            let in_flight = conn.in_flight();
+            if self.draining && in_flight == 0 {
+                return;
+            }
+            if in_flight == 0 {
+                idle_since.get_or_insert_with(Instant::now);
+            } else {
+                idle_since = None;
+            }
+            if conn.outbox.queued() >= crate::transport::HIGH_WATER {
+                // Backpressure: the client is not reading its replies; stop reading its
+                // requests until the queue drains, and give up on a peer stalled too long.
+                tokio::select! {
+                    _ = conn.outbox.wait_drained() => {}
+                    _ = tokio::time::sleep(cfg.write_stall_timeout) => {
+                        tracing::warn!(peer = %conn.peer, "closing connection: client read nothing for {:?}", cfg.write_stall_timeout);
+                        return;
+                    }
+                }
+                continue;
+            }
+            let idle_at = match (cfg.idle_timeout, idle_since) {
+                (Some(t), Some(s)) if !self.draining => Some(s + t),
+                _ => None,
+            };
+            tokio::select! {
+                biased;
+                _ = server.shutdown.cancelled(), if !self.draining => {
+                    self.start_draining(Code::Ok, "the server is shutting down".to_string());
+                    continue;
+                }
+                r = reader.fill() => match r {
+                    Ok(()) => {}
+                    Err(ReadError::Wire(e)) => {
+                        self.protocol_error(e.to_status());
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %conn.peer, "connection ended: {e}");
+                        return;
+                    }
+                },
+                _ = conn.idle.notified(), if in_flight > 0 => continue,
+                _ = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => {
+                    let t = cfg.idle_timeout.unwrap_or_default();
+                    conn.send_goaway(self.last_accepted, Code::Ok, format!("closing the connection after {t:?} with no calls"));
+                    return;
+                }
+            }
+            if let Stop::Stop = self.handle_buffered(&mut reader) {
+                return;
+            }
+        }
+    }
+
+    fn start_draining(&mut self, code: Code, message: String) {
+        self.draining = true;
+        self.conn.send_goaway(self.last_accepted, code, message);
+    }
+
+    fn protocol_error(&mut self, status: Status) {
+        tracing::debug!(peer = %self.conn.peer, "protocol error: {status}");
+        self.draining = true;
+        self.conn.send_goaway(self.last_accepted, status.code(), status.message().to_string());
+    }
+
+    fn handle_buffered<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>) -> Stop {
+        loop {
+            match reader.try_next() {
+                Ok(Some(frame)) => {
+                    if let Stop::Stop = self.handle(frame) {
+                        return Stop::Stop;
+                    }
+                }
+                Ok(None) => return Stop::Continue,
+                Err(e) => {
+                    self.protocol_error(e.to_status());
+                    return Stop::Stop;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, frame: Frame) -> Stop {
+        match frame {
+            Frame::Request(req) => return self.request(req),
+            Frame::Cancel { call_id } => {
+                if let Some(t) = self.conn.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&call_id) {
+                    t.cancel();
+                }
+            }
+            Frame::Ping(data) => wire::encode_pong(&mut self.conn.outbox.lock(), data),
+            Frame::Pong(_) | Frame::Settings(_) | Frame::GoAway(_) => {}
+            other @ Frame::Response(_) => {
+                let msg = format!("protocol error: a client may not send {} frames", frame_name(&other));
+                self.protocol_error(Status::invalid_argument(msg));
+                return Stop::Stop;
+            }
+        }
+        Stop::Continue
+    }
+
+    fn request(&mut self, req: Request) -> Stop {
+        let conn = &self.conn;
+        let server = &conn.server;
+        let call_id = req.call_id;
+        self.last_accepted = self.last_accepted.max(call_id);
+        let refuse = |status: Status| conn.send_error(call_id, req.codec, &status.with_not_processed(true));
+        if self.draining {
+            refuse(Status::unavailable("the server is shutting down; send this call to another instance"));
+            return Stop::Continue;
+        }
+        let Some(codec) = Codec::from_id(req.codec) else {
+            refuse(Status::unimplemented(format!(
+                "codec {} is not supported by this server; use msgpack (0x01) or json (0x02)",
+                codec::describe_id(req.codec)
+            )));
+            return Stop::Continue;
+        };
+        let Some(route) = server.router.get(req.method_str()) else {
+            refuse(server.router.not_found(req.method_str()));
+            return Stop::Continue;
+        };
+        let per_conn = server.config.max_concurrent_calls_per_connection as usize;
+        if conn.in_flight() >= per_conn {
+            refuse(Status::resource_exhausted(format!(
+                "this connection already has {per_conn} calls in flight, the limit the server advertised"
+            )));
+            return Stop::Continue;
+        }
+        let max = server.config.max_concurrent_calls;
+        if server.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
+            server.in_flight.fetch_sub(1, Ordering::AcqRel);
+            refuse(Status::resource_exhausted(format!("the server is at its limit of {max} calls in flight")));
+            return Stop::Continue;
+        }
+        let cancel = CancellationToken::new();
+        let duplicate = {
+            let mut calls = conn.calls.lock().unwrap_or_else(|e| e.into_inner());
+            match calls.entry(call_id) {
+                std::collections::hash_map::Entry::Occupied(_) => true,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(cancel.clone());
+                    false
+                }
+            }
+        };
+        if duplicate {
+            server.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.protocol_error(Status::invalid_argument(format!(
+                "protocol error: call id {call_id} is already in flight on this connection"
+            )));
+            return Stop::Stop;
+        }
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        let start = CallStart {
+            conn: conn.clone(),
+            route: route.clone(),
+            call_id,
+            codec,
+            deadline: req.timeout.map(|t| Instant::now() + t),
+            metadata: req.metadata,
+            payload: req.payload,
+            cancel,
+        };
+        tokio::spawn(run_call(start));
+        Stop::Continue
+    }
+
+    /// After the read loop: let calls in flight finish within the drain timeout, then
+    /// cancel the rest (answering them UNAVAILABLE) so the connection can close.
+    async fn drain(&mut self) {
+        let conn = &self.conn;
+        let deadline = Instant::now() + conn.server.config.drain_timeout;
+        while conn.in_flight() > 0 {
+            let notified = conn.idle.notified();
+            if conn.in_flight() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let tokens: Vec<(u64, CancellationToken)> = conn
+                    .calls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|(id, t)| (*id, t.clone()))
+                    .collect();
+                for (id, t) in tokens {
+                    t.cancel();
+                    conn.send_error(id, Codec::MessagePack.id(), &Status::unavailable(
+                        "the server stopped this call: it did not finish within the drain timeout",
+                    ));
+                }
+                break;
+            }
+        }
+    }
+}

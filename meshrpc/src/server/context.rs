@@ -1,0 +1,85 @@
+//! [`Context`]: what a handler knows about its call.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::wire::Metadata;
+
+tokio::task_local! {
+    /// The deadline of the call whose handler is running on this task.
+    static CALL_DEADLINE: Option<Instant>;
+}
+
+/// The deadline of the server call running on this task, if any: clients use it so that
+/// calls a handler makes inherit what is left of its own deadline.
+pub fn current_deadline() -> Option<Instant> {
+    CALL_DEADLINE.try_with(|d| *d).ok().flatten()
+}
+
+pub(crate) async fn with_call_deadline<F: Future>(deadline: Option<Instant>, fut: F) -> F::Output {
+    CALL_DEADLINE.scope(deadline, fut).await
+}
+
+/// A handler's view of its call: deadline, peer, call id, metadata and cancellation.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub(crate) call_id: u64,
+    pub(crate) method: Arc<str>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) metadata: Metadata,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Context {
+    /// The caller's id for this call (unique per connection while in flight).
+    pub fn call_id(&self) -> u64 {
+        self.call_id
+    }
+
+    /// The full method name, `Service.Method`.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The caller's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// When the caller stops waiting, if it set a deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the deadline (zero once past it); `None` without a deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The request metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// True once the caller cancelled, the deadline passed, or the server is stopping
+    /// the call. The handler future itself is dropped then; this lets work it spawned
+    /// elsewhere stop too.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves when the call is cancelled (see [`Context::is_cancelled`]).
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    /// A token that is cancelled with the call, for work spawned on other tasks.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}

@@ -1,0 +1,165 @@
+//! [`Service`]: untyped registration of `Service.Method` handlers, like Go's net/rpc.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::Context;
+use super::call::Replier;
+use crate::codec::Codec;
+use crate::status::Status;
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A call as a handler receives it: the payload, its codec and where the reply goes.
+pub(crate) struct IncomingCall {
+    pub(crate) codec: Codec,
+    pub(crate) payload: Bytes,
+    pub(crate) replier: Replier,
+}
+
+/// A type-erased handler: decodes the payload, runs the user's function and sends a
+/// successful reply itself (encoded straight into the connection's write queue).
+/// An `Err` is answered by the caller of `call`.
+pub(crate) trait ErasedHandler: Send + Sync + 'static {
+    fn call(&self, ctx: Context, call: IncomingCall) -> BoxFuture<Result<(), Status>>;
+}
+
+struct FnHandler<F, A, R> {
+    f: F,
+    _types: PhantomData<fn(A) -> R>,
+}
+
+impl<F, Fut, A, R> ErasedHandler for FnHandler<F, A, R>
+where
+    F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Status>> + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+{
+    fn call(&self, ctx: Context, call: IncomingCall) -> BoxFuture<Result<(), Status>> {
+        let args = match call.codec.decode::<A>(&call.payload) {
+            Ok(a) => a,
+            Err(e) => {
+                let msg = format!("cannot decode the arguments of {}: {e}", ctx.method);
+                return Box::pin(std::future::ready(Err(Status::invalid_argument(msg))));
+            }
+        };
+        let fut = (self.f)(ctx, args);
+        let replier = call.replier;
+        Box::pin(async move {
+            let reply = fut.await?;
+            replier.send_ok(&reply)
+        })
+    }
+}
+
+/// A named service: a set of methods registered by name, served by a [`super::Server`].
+///
+/// Each method is an async function of a [`Context`] and the decoded arguments,
+/// returning `Result<Reply, Status>`; the wire name is `Service.Method`.
+#[must_use]
+pub struct Service {
+    name: String,
+    methods: Vec<(String, Arc<dyn ErasedHandler>)>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .field("methods", &self.methods.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Service {
+    /// A service with no methods yet. `name` is the wire (and registry) name.
+    pub fn new(name: impl Into<String>) -> Service {
+        Service { name: name.into(), methods: Vec::new() }
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Registers `method` (called as `Service.method` on the wire).
+    pub fn method<F, Fut, A, R>(mut self, method: impl Into<String>, f: F) -> Service
+    where
+        F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+    {
+        let handler = FnHandler { f, _types: PhantomData };
+        self.methods.push((method.into(), Arc::new(handler)));
+        self
+    }
+
+    /// The full names (`Service.Method`) of the registered methods.
+    pub fn method_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.methods.iter().map(move |(m, _)| format!("{}.{m}", self.name))
+    }
+}
+
+/// A registered method: its full name (shared with each call's [`Context`]) and handler.
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    pub(crate) handler: Arc<dyn ErasedHandler>,
+}
+
+/// Method lookup by full name; built once, read-only while serving.
+#[derive(Clone, Default)]
+pub(crate) struct Router {
+    routes: HashMap<Box<str>, Route>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.routes.keys()).finish()
+    }
+}
+
+impl Router {
+    /// Adds every method of `service`; a name registered twice is an error.
+    pub(crate) fn add(&mut self, service: Service) -> Result<(), String> {
+        for (m, handler) in service.methods {
+            let full = format!("{}.{m}", service.name);
+            if self.routes.contains_key(full.as_str()) {
+                return Err(format!("method {full} is registered twice"));
+            }
+            let name: Arc<str> = Arc::from(full.as_str());
+            self.routes.insert(full.into_boxed_str(), Route { name, handler });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, method: &str) -> Option<&Route> {
+        self.routes.get(method)
+    }
+
+    /// Registered method names, sorted.
+    pub(crate) fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.routes.keys().map(|k| &**k).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The NOT_FOUND status for an unknown method, listing what exists.
+    pub(crate) fn not_found(&self, method: &str) -> Status {
+        let names = self.names();
+        let shown: Vec<&str> = names.iter().take(20).copied().collect();
+        let more = if names.len() > shown.len() { format!(" and {} more", names.len() - shown.len()) } else { String::new() };
+        let method: String = method.chars().take(200).collect();
+        Status::not_found(format!("unknown method {method:?}; this server has: {}{more}", shown.join(", ")))
+    }
+}
