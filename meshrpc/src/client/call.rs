@@ -100,10 +100,12 @@ impl Connection {
         result
     }
 
+    /// Why a call could not even be sent (always `not_processed`).
     fn closed_status(&self) -> Status {
-        match self.table().state() {
+        let status = match self.table().state() {
             super::in_flight::State::Closed(s) | super::in_flight::State::GoingAway { status: s } => s.clone(),
             super::in_flight::State::Open => Status::unavailable(format!("connection to {} is closed", self.peer)),
-        }
+        };
+        status.with_not_processed(true)
     }
 }

@@ -40,7 +40,8 @@ impl CallTable {
                 self.slots.insert(call_id, Slot::Waiting(None));
                 Ok(())
             }
-            State::GoingAway { status } | State::Closed(status) => Err(status.clone()),
+            // Never sent: whatever ended the connection, this call was not processed.
+            State::GoingAway { status } | State::Closed(status) => Err(status.clone().with_not_processed(true)),
         }
     }
 
