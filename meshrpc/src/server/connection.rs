@@ -113,8 +113,15 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
         lp.drain().await;
         conn.outbox.close();
     };
+    let mut writer = writer;
     tokio::select! {
-        _ = graceful => {}
+        _ = graceful => {
+            // Flush what is queued; a client that reads nothing cannot hold us forever.
+            if tokio::time::timeout(server.config.write_stall_timeout, &mut writer).await.is_err() {
+                tracing::debug!(%peer, "dropping the connection: queued replies were not read in time");
+                writer.abort();
+            }
+        }
         _ = server.kill.cancelled() => {
             writer.abort();
             conn.cancel_all();
