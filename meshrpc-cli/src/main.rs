@@ -1,1 +1,47 @@
-fn main(){}
+//! `meshrpc`: run the demo, serve the demo services, and call any method by name.
+
+mod cmd;
+mod services;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// meshrpc: RPC by name, fan-out and service tooling for Rust microservices.
+#[derive(Debug, Parser)]
+#[command(name = "meshrpc", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the scenarios meshrpc grew from, explained, then exit (or keep serving with --listen).
+    Demo(cmd::demo::DemoArgs),
+    /// Call a method by name with JSON arguments and print the JSON reply.
+    Call(cmd::call::CallArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Demo(args) => cmd::demo::run(args).await,
+            Command::Call(args) => cmd::call::run(args).await,
+        }
+    })
+}

@@ -43,6 +43,7 @@ async fn random_garbage_is_refused_and_the_server_keeps_serving() {
     expect_closed(&mut s).await;
     assert_serving(server.local_addr()).await;
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test]
@@ -55,6 +56,7 @@ async fn wrong_magic_is_refused_with_a_clear_goaway() {
     expect_closed(&mut s).await;
     assert_serving(server.local_addr()).await;
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test]
@@ -68,6 +70,7 @@ async fn wrong_version_is_refused_with_unimplemented() {
     // And the typed client reports it clearly.
     assert_serving(server.local_addr()).await;
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test]
@@ -82,6 +85,7 @@ async fn a_truncated_frame_drops_only_that_connection() {
     expect_closed(&mut raw.stream).await;
     assert_serving(server.local_addr()).await;
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test]
@@ -93,6 +97,7 @@ async fn a_four_gib_length_prefix_is_refused_without_allocating() {
     expect_closed(&mut raw.stream).await;
     assert_serving(server.local_addr()).await;
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test]
@@ -107,6 +112,7 @@ async fn an_oversized_frame_lets_calls_in_flight_on_that_connection_finish() {
     assert_eq!(Codec::MessagePack.decode::<u64>(&r.payload).unwrap(), 200, "the call in flight still completed");
     expect_closed(&mut raw.stream).await;
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test]
@@ -122,6 +128,7 @@ async fn unknown_method_gets_not_found_on_a_connection_that_keeps_working() {
     assert_eq!(&r.payload[..], b"3");
     assert_serving(server.local_addr()).await;
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test]
@@ -141,6 +148,7 @@ async fn an_undecodable_payload_gets_invalid_argument_naming_the_decode_error() 
     assert_eq!(&expect_response(&mut raw, 4, Code::Ok).await.payload[..], b"2");
     assert_serving(server.local_addr()).await;
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test]
@@ -154,6 +162,7 @@ async fn a_handler_panic_answers_internal_and_the_connection_keeps_serving() {
     assert_eq!(&expect_response(&mut raw, 2, Code::Ok).await.payload[..], b"4");
     assert_serving(server.local_addr()).await;
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test]
@@ -165,6 +174,7 @@ async fn a_peer_that_connects_and_sends_nothing_is_closed_after_the_handshake_ti
     expect_closed(&mut silent).await;
     assert!(t0.elapsed() < Duration::from_secs(2));
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test]
@@ -179,6 +189,7 @@ async fn a_client_that_speaks_before_settings_is_refused() {
     assert!(matches!(read_frame(&mut s, &mut buf).await, Some(Frame::Settings(_))));
     expect_goaway(read_frame(&mut s, &mut buf).await, Code::InvalidArgument, "first frame must be SETTINGS");
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test]
@@ -192,6 +203,7 @@ async fn frames_a_client_may_not_send_are_a_protocol_error() {
     expect_goaway(raw.next_frame().await, Code::Unimplemented, "reserved for streams");
     assert_serving(server.local_addr()).await;
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test]
@@ -201,6 +213,7 @@ async fn pings_are_answered_with_the_same_bytes() {
     raw.send_frame(&Frame::Ping(*b"12345678")).await;
     assert_eq!(raw.next_frame().await, Some(Frame::Pong(*b"12345678")));
     server.shutdown().await;
+    assert_no_stray_panics();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,4 +249,5 @@ async fn a_peer_that_stops_reading_is_held_back_then_dropped_while_others_are_se
     assert!(sent < 24 * 1024 * 1024, "the server kept reading {sent} bytes from a peer that reads nothing");
     assert_serving(server.local_addr()).await;
     server.shutdown().await;
+    assert_no_stray_panics();
 }

@@ -2,6 +2,7 @@
 //! into the write queue, then wait for the reader to fill the call's slot.
 
 use std::future::poll_fn;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -18,7 +19,6 @@ use crate::wire::{self, Response, flags};
 struct InFlightGuard<'a> {
     conn: &'a Connection,
     call_id: u64,
-    sent: bool,
     done: bool,
 }
 
@@ -28,7 +28,7 @@ impl Drop for InFlightGuard<'_> {
             return;
         }
         let was_waiting = self.conn.table().remove(self.call_id);
-        if self.sent && was_waiting && !self.conn.outbox.is_dead() {
+        if was_waiting && !self.conn.outbox.is_dead() {
             wire::encode_cancel(&mut self.conn.outbox.lock(), self.call_id);
         }
     }
@@ -78,23 +78,43 @@ impl Connection {
             Ok(p) => p,
             Err(_) => return Err(self.closed_status()),
         };
-        let call_id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.table().insert(call_id)?;
-        let mut guard = InFlightGuard { conn: self, call_id, sent: false, done: false };
+        let call_id;
         {
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let flag_bits = if opts.idempotent { flags::IDEMPOTENT } else { 0 };
             let mut out = self.outbox.lock();
+            // The id is taken and the slot registered under the write lock, so requests go
+            // out in increasing id order (GOAWAY's `last_call_id` relies on it) and the
+            // slot exists before the writer can send the request. Lock order: outbox, then
+            // table; nothing takes them the other way round.
+            call_id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.table().insert(call_id)?;
             let head = wire::encode_request_head(&mut out, call_id, flag_bits, codec, remaining, method.as_bytes(), &opts.metadata);
-            if let Err(status) = encode(&mut out) {
-                head.abandon(&mut out);
+            let start = head.start();
+            // A panicking Serialize must not leave half a frame in the shared queue.
+            let encoded = match std::panic::catch_unwind(AssertUnwindSafe(|| encode(&mut out))) {
+                Ok(r) => r,
+                Err(panic) => {
+                    out.truncate(start);
+                    drop(out);
+                    self.table().remove(call_id);
+                    std::panic::resume_unwind(panic);
+                }
+            };
+            let encoded = encoded.and_then(|()| {
+                head.finish(&mut out, self.server_max_frame).map_err(|e| {
+                    Status::resource_exhausted(format!("cannot send {method}: the request is too large: {e}"))
+                })
+            });
+            if let Err(status) = encoded {
+                // `finish` removed an oversized frame itself; a failed encode leaves a partial one.
+                out.truncate(start);
+                drop(out);
+                self.table().remove(call_id);
                 return Err(status.with_not_processed(true));
             }
-            head.finish(&mut out, self.server_max_frame).map_err(|e| {
-                Status::resource_exhausted(format!("cannot send {method}: the request is too large: {e}")).with_not_processed(true)
-            })?;
         }
-        guard.sent = true;
+        let mut guard = InFlightGuard { conn: self, call_id, done: false };
         let result = poll_fn(|cx| self.table().poll(call_id, cx)).await;
         guard.done = true;
         result

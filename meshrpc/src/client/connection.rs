@@ -96,7 +96,7 @@ impl Connection {
             next_id: AtomicU64::new(1),
             limit: Semaphore::new(server_max_calls as usize),
             peer: addr,
-            server_max_frame: settings.max_frame_size.unwrap_or(wire::DEFAULT_MAX_FRAME_SIZE),
+            server_max_frame: settings.max_frame_size.unwrap_or(wire::DEFAULT_MAX_FRAME_SIZE).max(wire::MIN_MAX_FRAME_SIZE),
             server_max_calls,
             started: Instant::now(),
             last_read_us: AtomicU64::new(0),
@@ -159,6 +159,7 @@ impl Connection {
 
 async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader<OwnedReadHalf>) {
     let mut wakers: Vec<Waker> = Vec::new();
+    let mut pings: Vec<[u8; 8]> = Vec::new();
     let peer = conn.peer;
     let failure = loop {
         tokio::select! {
@@ -187,7 +188,8 @@ async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader<OwnedReadHalf>
                         };
                         wakers.extend(table.complete(call_id, result));
                     }
-                    Ok(Some(Frame::Ping(d))) => wire::encode_pong(&mut conn.outbox.lock(), d),
+                    // Answered after the table lock is released (lock order: outbox, then table).
+                    Ok(Some(Frame::Ping(d))) => pings.push(d),
                     Ok(Some(Frame::GoAway(g))) => {
                         let why = if g.message.is_empty() { g.code.to_string() } else { g.message.clone() };
                         let status = unavailable(format!("{peer} is going away ({why}); the call was not processed"))
@@ -209,6 +211,9 @@ async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader<OwnedReadHalf>
         }
         for w in wakers.drain(..) {
             w.wake();
+        }
+        for d in pings.drain(..) {
+            wire::encode_pong(&mut conn.outbox.lock(), d);
         }
         if let Some(f) = fatal {
             break f;

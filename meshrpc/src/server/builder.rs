@@ -130,10 +130,14 @@ impl ServerBuilder {
         if !self.errors.is_empty() {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, self.errors.join("; ")));
         }
+        let mut config = self.config;
+        config.max_frame_size = config.max_frame_size.max(wire::MIN_MAX_FRAME_SIZE);
+        config.max_concurrent_calls_per_connection = config.max_concurrent_calls_per_connection.max(1);
+        config.max_concurrent_calls = config.max_concurrent_calls.max(1);
         let listener = TcpListener::bind(addr).await?;
         let shared = Arc::new(ServerShared {
             router: self.router,
-            config: self.config,
+            config,
             in_flight: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             kill: CancellationToken::new(),

@@ -28,6 +28,7 @@ impl Replier {
     /// encode or is larger than the client accepts.
     pub(crate) fn send_ok<R: serde::Serialize>(&self, reply: &R) -> Result<(), Status> {
         let max = self.conn.peer_max_frame;
+        self.conn.finish_call(self.call_id);
         let mut out = self.conn.outbox.lock();
         let head = wire::encode_response_head(&mut out, self.call_id, 0, self.codec.id(), Code::Ok, "", &Metadata::new());
         // A panicking Serialize impl must not leave half a frame in the shared queue.
@@ -48,7 +49,8 @@ impl Replier {
     }
 }
 
-/// Releases the call's slot when the task ends, however it ends.
+/// Releases the call's slot when the task ends, however it ends (a no-op if the
+/// reply or a CANCEL already released it).
 struct SlotGuard {
     conn: Arc<ConnShared>,
     call_id: u64,
@@ -56,7 +58,7 @@ struct SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.conn.finish_call(self.call_id);
+        let _ = self.conn.finish_call(self.call_id);
     }
 }
 
@@ -134,5 +136,6 @@ pub(crate) async fn run_call(start: CallStart) {
             Status::deadline_exceeded(format!("{} did not finish within the caller's deadline", route.name))
         }
     };
+    let _ = conn.finish_call(call_id);
     conn.send_error(call_id, codec.id(), &status);
 }

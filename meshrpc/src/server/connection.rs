@@ -26,7 +26,8 @@ pub(crate) struct ConnShared {
     pub(crate) peer: SocketAddr,
     /// The largest frame the client accepts (from its SETTINGS).
     pub(crate) peer_max_frame: u32,
-    calls: Mutex<HashMap<u64, CancellationToken>>,
+    /// Calls in flight: their cancel token and request codec.
+    calls: Mutex<HashMap<u64, (CancellationToken, u8)>>,
     in_flight: AtomicUsize,
     /// Notified when the last call in flight finishes.
     idle: Notify,
@@ -34,13 +35,18 @@ pub(crate) struct ConnShared {
 }
 
 impl ConnShared {
-    /// Releases a finished call's slot (called by the call task's guard).
-    pub(crate) fn finish_call(&self, call_id: u64) {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
+    /// Releases a call's slot; a second call for the same id does nothing.
+    ///
+    /// The slot is released *before* the call's response is queued (and at once when a
+    /// CANCEL arrives), so a client that sends a new call as soon as it has an answer
+    /// never finds the connection's limit still taken by the old one.
+    pub(crate) fn finish_call(&self, call_id: u64) -> Option<(CancellationToken, u8)> {
+        let entry = self.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id)?;
         self.server.in_flight.fetch_sub(1, Ordering::AcqRel);
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_one();
         }
+        Some(entry)
     }
 
     /// Answers `call_id` with an error status (flagged `not_processed` if the status is).
@@ -61,7 +67,7 @@ impl ConnShared {
     }
 
     fn cancel_all(&self) {
-        for t in self.calls.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        for (t, _) in self.calls.lock().unwrap_or_else(|e| e.into_inner()).values() {
             t.cancel();
         }
     }
@@ -107,7 +113,7 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
         let conn = conn.clone();
         tokio::spawn(async move { run_writer(&conn.outbox, wr).await })
     };
-    let mut lp = ReadLoop { conn: conn.clone(), last_accepted: 0, draining: false };
+    let mut lp = ReadLoop { conn: conn.clone(), last_accepted: 0, draining: false, drain_deadline: None, idle_since: None };
     let graceful = async {
         lp.run(reader).await;
         lp.drain().await;
@@ -127,13 +133,18 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
             conn.cancel_all();
         }
     }
-    let _ = writer.await;
 }
 
 struct ReadLoop {
     conn: Arc<ConnShared>,
+    /// The highest call id received: the GOAWAY's `last_call_id`.
     last_accepted: u64,
+    /// GOAWAY sent: refuse new calls, finish the ones in flight, then close.
     draining: bool,
+    /// When calls still in flight are cut off once draining.
+    drain_deadline: Option<Instant>,
+    /// Since when no call has been in flight (for the idle timeout).
+    idle_since: Option<Instant>,
 }
 
 /// Why the read loop stopped taking frames.
@@ -147,7 +158,6 @@ impl ReadLoop {
         let conn = self.conn.clone();
         let server = conn.server.clone();
         let cfg = &server.config;
-        let mut idle_since: Option<Instant> = None;
         // Frames that came in with the client's SETTINGS are handled first.
         if let Stop::Stop = self.handle_buffered(&mut reader) {
             return;
@@ -158,9 +168,9 @@ impl ReadLoop {
                 return;
             }
             if in_flight == 0 {
-                idle_since.get_or_insert_with(Instant::now);
+                self.idle_since.get_or_insert_with(Instant::now);
             } else {
-                idle_since = None;
+                self.idle_since = None;
             }
             if conn.outbox.queued() >= crate::transport::HIGH_WATER {
                 // Backpressure: the client is not reading its replies; stop reading its
@@ -174,7 +184,7 @@ impl ReadLoop {
                 }
                 continue;
             }
-            let idle_at = match (cfg.idle_timeout, idle_since) {
+            let idle_at = match (cfg.idle_timeout, self.idle_since) {
                 (Some(t), Some(s)) if !self.draining => Some(s + t),
                 _ => None,
             };
@@ -196,6 +206,7 @@ impl ReadLoop {
                     }
                 },
                 _ = conn.idle.notified(), if in_flight > 0 => continue,
+                _ = sleep_until(self.drain_deadline.unwrap_or_else(Instant::now)), if self.drain_deadline.is_some() => return,
                 _ = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => {
                     let t = cfg.idle_timeout.unwrap_or_default();
                     conn.send_goaway(self.last_accepted, Code::Ok, format!("closing the connection after {t:?} with no calls"));
@@ -210,13 +221,13 @@ impl ReadLoop {
 
     fn start_draining(&mut self, code: Code, message: String) {
         self.draining = true;
+        self.drain_deadline = Some(Instant::now() + self.conn.server.config.drain_timeout);
         self.conn.send_goaway(self.last_accepted, code, message);
     }
 
     fn protocol_error(&mut self, status: Status) {
         tracing::debug!(peer = %self.conn.peer, "protocol error: {status}");
-        self.draining = true;
-        self.conn.send_goaway(self.last_accepted, status.code(), status.message().to_string());
+        self.start_draining(status.code(), status.message().to_string());
     }
 
     fn handle_buffered<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>) -> Stop {
@@ -240,8 +251,8 @@ impl ReadLoop {
         match frame {
             Frame::Request(req) => return self.request(req),
             Frame::Cancel { call_id } => {
-                if let Some(t) = self.conn.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&call_id) {
-                    t.cancel();
+                if let Some((token, _)) = self.conn.finish_call(call_id) {
+                    token.cancel();
                 }
             }
             Frame::Ping(data) => wire::encode_pong(&mut self.conn.outbox.lock(), data),
@@ -260,6 +271,14 @@ impl ReadLoop {
         let server = &conn.server;
         let call_id = req.call_id;
         self.last_accepted = self.last_accepted.max(call_id);
+        let duplicate = conn.calls.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&call_id);
+        if duplicate {
+            // Answering it would also answer the original call: a connection error.
+            self.protocol_error(Status::invalid_argument(format!(
+                "protocol error: call id {call_id} is already in flight on this connection"
+            )));
+            return Stop::Stop;
+        }
         let refuse = |status: Status| conn.send_error(call_id, req.codec, &status.with_not_processed(true));
         if self.draining {
             refuse(Status::unavailable("the server is shutting down; send this call to another instance"));
@@ -290,23 +309,8 @@ impl ReadLoop {
             return Stop::Continue;
         }
         let cancel = CancellationToken::new();
-        let duplicate = {
-            let mut calls = conn.calls.lock().unwrap_or_else(|e| e.into_inner());
-            match calls.entry(call_id) {
-                std::collections::hash_map::Entry::Occupied(_) => true,
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(cancel.clone());
-                    false
-                }
-            }
-        };
-        if duplicate {
-            server.in_flight.fetch_sub(1, Ordering::AcqRel);
-            self.protocol_error(Status::invalid_argument(format!(
-                "protocol error: call id {call_id} is already in flight on this connection"
-            )));
-            return Stop::Stop;
-        }
+        conn.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id, (cancel.clone(), req.codec));
+        self.idle_since = None;
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
         let start = CallStart {
             conn: conn.clone(),
@@ -326,25 +330,20 @@ impl ReadLoop {
     /// cancel the rest (answering them UNAVAILABLE) so the connection can close.
     async fn drain(&mut self) {
         let conn = &self.conn;
-        let deadline = Instant::now() + conn.server.config.drain_timeout;
+        let deadline = self.drain_deadline.unwrap_or_else(|| Instant::now() + conn.server.config.drain_timeout);
         while conn.in_flight() > 0 {
             let notified = conn.idle.notified();
             if conn.in_flight() == 0 {
                 break;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let tokens: Vec<(u64, CancellationToken)> = conn
-                    .calls
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .map(|(id, t)| (*id, t.clone()))
-                    .collect();
-                for (id, t) in tokens {
-                    t.cancel();
-                    conn.send_error(id, Codec::MessagePack.id(), &Status::unavailable(
-                        "the server stopped this call: it did not finish within the drain timeout",
-                    ));
+                let ids: Vec<u64> = conn.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+                for id in ids {
+                    if let Some((token, codec)) = conn.finish_call(id) {
+                        token.cancel();
+                        let status = Status::unavailable("the server stopped this call: it did not finish within the drain timeout");
+                        conn.send_error(id, codec, &status);
+                    }
                 }
                 break;
             }

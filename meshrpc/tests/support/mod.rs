@@ -88,8 +88,33 @@ impl TestServices {
     }
 }
 
+static STRAY_PANICS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records every panic whose message is not a deliberate "on purpose" one, so that a
+/// panic inside a server or client task (which the runtime would swallow) fails tests.
+pub fn watch_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info.to_string();
+            if !msg.contains("on purpose") {
+                STRAY_PANICS.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Fails if any task panicked unexpectedly so far in this test binary.
+pub fn assert_no_stray_panics() {
+    let panics = STRAY_PANICS.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(panics.is_empty(), "unexpected panics in server or client tasks: {panics:?}");
+}
+
 /// Starts a server with the test services on a free loopback port.
 pub async fn start(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> (ServerHandle, TestServices) {
+    watch_panics();
     let svcs = TestServices::new();
     let b = configure(svcs.add_to(meshrpc::Server::builder()));
     let server = b.bind("127.0.0.1:0").await.expect("bind a loopback port");
@@ -189,4 +214,5 @@ pub async fn assert_serving(addr: SocketAddr) {
     let c = meshrpc::Client::connect(addr).await.expect("a second connection is accepted");
     let sum: i64 = c.call("Calculator.Add", &AddArgs { a: 40, b: 2 }).await.expect("a call on it succeeds");
     assert_eq!(sum, 42);
+    assert_no_stray_panics();
 }

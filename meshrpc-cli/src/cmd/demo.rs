@@ -1,0 +1,204 @@
+//! `meshrpc demo`: the scenarios meshrpc grew from, run and explained on loopback;
+//! with `--listen`, the demo services kept serving until Ctrl-C.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use meshrpc::{CallOptions, Client, Server, ServerHandle, Status};
+
+use crate::services::{self, AddArgs, HelloArgs, HelloReply, IncArgs};
+
+/// Arguments of `meshrpc demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Keep the demo services (Calculator, Counter, Echo, Greeter) serving on ADDR until
+    /// Ctrl-C instead of running the scenarios. With port 0, prints `PORT n` first.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+}
+
+/// Runs `meshrpc demo`.
+pub(crate) async fn run(args: DemoArgs) -> ExitCode {
+    match args.listen {
+        Some(addr) => listen(&addr).await,
+        None => match scenarios().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("\ndemo failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn listen(addr: &str) -> ExitCode {
+    let mut builder = Server::builder();
+    for svc in services::all("demo") {
+        builder = builder.add_service(svc);
+    }
+    let server = match builder.bind(addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot listen on {addr}: {e}\nhint: pick a free port, or port 0 for any free port");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = server.local_addr();
+    let methods = server.method_names().join(", ");
+    let mut out = std::io::stdout().lock();
+    if addr.ends_with(":0") {
+        let _ = writeln!(out, "PORT {}", local.port());
+    }
+    let _ = writeln!(out, "meshrpc demo serving {methods} on {local}");
+    let _ = writeln!(out, "try: meshrpc call --addr {local} Calculator.Add '{{\"a\":10,\"b\":5}}'");
+    let _ = writeln!(out, "press Ctrl-C to stop");
+    let _ = out.flush();
+    drop(out);
+    let handle = server.spawn();
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("error: cannot wait for Ctrl-C: {e}");
+    }
+    eprintln!("shutting down: finishing calls in flight…");
+    handle.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn spawn_server(services: Vec<meshrpc::Service>) -> Result<ServerHandle, String> {
+    let mut b = Server::builder();
+    for s in services {
+        b = b.add_service(s);
+    }
+    let server = b.bind("127.0.0.1:0").await.map_err(|e| format!("cannot bind a loopback port: {e}"))?;
+    Ok(server.spawn())
+}
+
+fn heading(n: usize, title: &str, seed: &str) {
+    println!("\n[{n}/3] {title}  ({seed})");
+}
+
+async fn scenarios() -> Result<(), String> {
+    println!("meshrpc demo: the scenarios meshrpc grew from, on this machine, nothing external.");
+    println!("Every server below listens on a free port on 127.0.0.1 inside this process.");
+    rpc_by_name().await?;
+    safe_counter().await?;
+    fan_out().await?;
+    println!("\nDone. To keep the demo services running and call them from the shell:");
+    println!("  meshrpc demo --listen 127.0.0.1:7001");
+    println!("  meshrpc call --addr 127.0.0.1:7001 Calculator.Add '{{\"a\":10,\"b\":5}}'");
+    Ok(())
+}
+
+/// Seed 2: a Calculator server and a client calling `Calculator.Add` by name.
+async fn rpc_by_name() -> Result<(), String> {
+    heading(1, "RPC by name", "seed 2");
+    let server = spawn_server(vec![services::calculator()]).await?;
+    let addr = server.local_addr();
+    println!("  A server registers the Calculator service (method Add) and listens on {addr}.");
+    println!("  A client dials it and calls \"Calculator.Add\" with {{a: 10, b: 5}}:");
+    let client = Client::connect(addr).await.map_err(|e| e.to_string())?;
+    let opts = CallOptions::new().timeout(Duration::from_secs(5));
+    let sum: i64 = client.call_with("Calculator.Add", &AddArgs { a: 10, b: 5 }, &opts).await.map_err(|e| e.to_string())?;
+    println!("  Result: {sum}");
+    if sum != 15 {
+        return Err(format!("Calculator.Add(10, 5) returned {sum}, expected 15"));
+    }
+    drop(client);
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Seed 4: a mutex-guarded counter hit by 1000 concurrent calls from several connections.
+async fn safe_counter() -> Result<(), String> {
+    heading(2, "Shared state under concurrency: the SafeCounter", "seed 4");
+    let server = spawn_server(vec![services::counter()]).await?;
+    let addr = server.local_addr();
+    const CALLS: usize = 1000;
+    const CONNECTIONS: usize = 4;
+    println!("  A Counter service keeps one value behind a mutex, on {addr}.");
+    println!("  {CALLS} concurrent Counter.Inc calls arrive over {CONNECTIONS} connections…");
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(Client::connect(addr).await.map_err(|e| e.to_string())?);
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..CALLS {
+        let c = clients[i % CONNECTIONS].clone();
+        tasks.spawn(async move {
+            let opts = CallOptions::new().timeout(Duration::from_secs(10));
+            c.call_with::<_, i64>("Counter.Inc", &IncArgs { by: 1 }, &opts).await
+        });
+    }
+    let mut failed: Vec<Status> = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(s)) => failed.push(s),
+            Err(e) => failed.push(Status::internal(e.to_string())),
+        }
+    }
+    let value: i64 = clients[0].call("Counter.Value", &()).await.map_err(|e| e.to_string())?;
+    println!("  Counter.Value = {value} after {CALLS} calls in {} ms ({} failed)", started.elapsed().as_millis(), failed.len());
+    if let Some(first) = failed.first() {
+        return Err(format!("{} Counter.Inc calls failed, the first with {first}", failed.len()));
+    }
+    if value != CALLS as i64 {
+        return Err(format!("the counter reads {value}, expected exactly {CALLS}"));
+    }
+    println!("  Exactly {CALLS}: no increment was lost, none counted twice.");
+    drop(clients);
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Seed 8: one call to three servers at once, one of them down; every result reported.
+async fn fan_out() -> Result<(), String> {
+    heading(3, "High-concurrency RPC fan-out, one server down", "seed 8");
+    let a = spawn_server(vec![services::greeter("server A")]).await?;
+    let b = spawn_server(vec![services::greeter("server B")]).await?;
+    let down = free_port_nobody_listens_on().await?;
+    let targets = [a.local_addr(), b.local_addr(), down];
+    println!("  Greeter servers are expected at {}, {} and {}; the last one is down.", targets[0], targets[1], targets[2]);
+    println!("  The caller sends Greeter.Hello {{name: \"Alice\"}} to all three at once (1 s deadline) and waits for all:");
+    let deadline = Duration::from_secs(1);
+    let calls = targets.iter().map(|&addr| async move {
+        let started = Instant::now();
+        let result = async {
+            let c = Client::builder().connect_timeout(deadline).connect(addr).await?;
+            let opts = CallOptions::new().timeout(deadline).idempotent(true);
+            c.call_with::<_, HelloReply>("Greeter.Hello", &HelloArgs { name: "Alice".into() }, &opts).await
+        }
+        .await;
+        (addr, result, started.elapsed())
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let mut ok = 0;
+    for (addr, result, took) in &results {
+        match result {
+            Ok(reply) => {
+                ok += 1;
+                println!("    {addr:<21} OK           {:<40} {} µs", reply.message, took.as_micros());
+            }
+            Err(s) => println!("    {addr:<21} {:<12} {}", s.code().as_str(), s.message()),
+        }
+    }
+    println!("All RPC calls completed.");
+    println!("  The server that was down failed fast with its own error; it did not hold up the other {ok}.");
+    if ok != 2 || results[2].1.is_ok() {
+        return Err(format!("expected 2 replies and 1 failure, got {ok} replies"));
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}
+
+/// A loopback port with no listener (bound, then released), to stand for a server that is down.
+async fn free_port_nobody_listens_on() -> Result<SocketAddr, String> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let addr = l.local_addr().map_err(|e| e.to_string())?;
+    drop(l);
+    Ok(addr)
+}
