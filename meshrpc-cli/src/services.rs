@@ -46,9 +46,9 @@ fn one() -> i64 {
 /// `Calculator`: `Add(a, b) → a + b` (overflow is an error, not a wrap).
 pub(crate) fn calculator() -> Service {
     Service::new("Calculator").method("Add", |_ctx: Context, args: AddArgs| async move {
-        args.a
-            .checked_add(args.b)
-            .ok_or_else(|| Status::invalid_argument(format!("{} + {} overflows a 64-bit integer", args.a, args.b)))
+        args.a.checked_add(args.b).ok_or_else(|| {
+            Status::invalid_argument(format!("{} + {} overflows a 64-bit integer", args.a, args.b))
+        })
     })
 }
 
@@ -73,7 +73,8 @@ pub(crate) fn counter() -> Service {
 
 /// `Echo`: `Echo(data) → data` (bytes; base64 in JSON).
 pub(crate) fn echo() -> Service {
-    Service::new("Echo").method("Echo", |_ctx: Context, args: EchoArgs| async move { Ok::<_, Status>(args.data) })
+    Service::new("Echo")
+        .method("Echo", |_ctx: Context, args: EchoArgs| async move { Ok::<_, Status>(args.data) })
 }
 
 /// `Greeter`: `Hello(name) → {message: "Hello, <name>!"}`, tagged with `instance`.

@@ -47,3 +47,8 @@ pub use codec::{Blob, Codec};
 pub use server::{Context, Server, ServerBuilder, ServerHandle, Service};
 pub use status::{Code, Status};
 pub use wire::Metadata;
+
+/// The README's Rust blocks, compiled and run as doc tests so the quickstart cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -65,7 +65,11 @@ async fn wrong_version_is_refused_with_unimplemented() {
     let mut s = RawClient::connect_bare(server.local_addr()).await;
     s.write_all(&wire::preface(7)).await.unwrap();
     let mut buf = BytesMut::new();
-    expect_goaway(read_frame(&mut s, &mut buf).await, Code::Unimplemented, "protocol version 7 is not supported");
+    expect_goaway(
+        read_frame(&mut s, &mut buf).await,
+        Code::Unimplemented,
+        "protocol version 7 is not supported",
+    );
     expect_closed(&mut s).await;
     // And the typed client reports it clearly.
     assert_serving(server.local_addr()).await;
@@ -93,7 +97,11 @@ async fn a_four_gib_length_prefix_is_refused_without_allocating() {
     let (server, _) = start(|b| b).await;
     let mut raw = RawClient::connect(server.local_addr()).await;
     raw.send(&[0xff, 0xff, 0xff, 0xff, 0x01, 0x00]).await;
-    expect_goaway(raw.next_frame().await, Code::ResourceExhausted, "exceeds the maximum frame size of 16777216");
+    expect_goaway(
+        raw.next_frame().await,
+        Code::ResourceExhausted,
+        "exceeds the maximum frame size of 16777216",
+    );
     expect_closed(&mut raw.stream).await;
     assert_serving(server.local_addr()).await;
     server.shutdown().await;
@@ -109,7 +117,11 @@ async fn an_oversized_frame_lets_calls_in_flight_on_that_connection_finish() {
     raw.send(&(200_000u32).to_be_bytes()).await;
     expect_goaway(raw.next_frame().await, Code::ResourceExhausted, "exceeds the maximum frame size of 65536");
     let r = expect_response(&mut raw, 1, Code::Ok).await;
-    assert_eq!(Codec::MessagePack.decode::<u64>(&r.payload).unwrap(), 200, "the call in flight still completed");
+    assert_eq!(
+        Codec::MessagePack.decode::<u64>(&r.payload).unwrap(),
+        200,
+        "the call in flight still completed"
+    );
     expect_closed(&mut raw.stream).await;
     server.shutdown().await;
     assert_no_stray_panics();
@@ -137,7 +149,11 @@ async fn an_undecodable_payload_gets_invalid_argument_naming_the_decode_error() 
     let mut raw = RawClient::connect(server.local_addr()).await;
     raw.request(1, Codec::MessagePack.id(), "Calculator.Add", vec![0xc1, 0xff, 0x00]).await;
     let r = expect_response(&mut raw, 1, Code::InvalidArgument).await;
-    assert!(r.message.contains("Calculator.Add") && r.message.contains("msgpack decoding failed"), "{}", r.message);
+    assert!(
+        r.message.contains("Calculator.Add") && r.message.contains("msgpack decoding failed"),
+        "{}",
+        r.message
+    );
     raw.request(2, Codec::Json.id(), "Calculator.Add", br#"{"a":"ten","b":5}"#.to_vec()).await;
     let r = expect_response(&mut raw, 2, Code::InvalidArgument).await;
     assert!(r.message.contains("json decoding failed: invalid type"), "{}", r.message);
@@ -226,7 +242,15 @@ async fn a_peer_that_stops_reading_is_held_back_then_dropped_while_others_are_se
         let mut sent = 0usize;
         for id in 1..=512u64 {
             let mut b = BytesMut::new();
-            let head = wire::encode_request_head(&mut b, id, 0, Codec::MessagePack.id(), None, b"Echo.Echo", &wire::Metadata::new());
+            let head = wire::encode_request_head(
+                &mut b,
+                id,
+                0,
+                Codec::MessagePack.id(),
+                None,
+                b"Echo.Echo",
+                &wire::Metadata::new(),
+            );
             b.extend_from_slice(&payload);
             head.finish(&mut b, u32::MAX).unwrap();
             match tokio::time::timeout(Duration::from_secs(60), raw.stream.write_all(&b)).await {

@@ -18,7 +18,8 @@ async fn add_by_name_in_both_codecs() {
     let json = CallOptions::new().codec(Codec::Json);
     let sum: i64 = c.call_with("Calculator.Add", &AddArgs { a: -7, b: 3 }, &json).await.unwrap();
     assert_eq!(sum, -4);
-    let raw = c.call_raw("Calculator.Add", Codec::Json, br#"{"a":10,"b":5}"#, &CallOptions::new()).await.unwrap();
+    let raw =
+        c.call_raw("Calculator.Add", Codec::Json, br#"{"a":10,"b":5}"#, &CallOptions::new()).await.unwrap();
     assert_eq!(&raw[..], b"15", "the server answers in the codec it was called with");
     let blob: meshrpc::Blob = c.call("Echo.Echo", &EchoArgs { data: vec![0, 1, 255].into() }).await.unwrap();
     assert_eq!(&blob[..], &[0, 1, 255]);
@@ -88,7 +89,8 @@ async fn a_panicking_handler_fails_only_its_own_call() {
 }
 
 /// A server whose only method parks forever and signals when its future is dropped.
-async fn parking_server() -> (meshrpc::ServerHandle, tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Receiver<()>>) {
+async fn parking_server()
+-> (meshrpc::ServerHandle, tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Receiver<()>>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let svc = Service::new("Park").method("Forever", move |_ctx: Context, _a: ()| {
         let (drop_tx, drop_rx) = tokio::sync::oneshot::channel();
@@ -101,7 +103,10 @@ async fn parking_server() -> (meshrpc::ServerHandle, tokio::sync::mpsc::Unbounde
     });
     let server = Server::builder()
         .add_service(svc)
-        .add_service(Service::new("Calculator").method("Add", |_c: Context, a: AddArgs| async move { Ok::<_, Status>(a.a + a.b) }))
+        .add_service(
+            Service::new("Calculator")
+                .method("Add", |_c: Context, a: AddArgs| async move { Ok::<_, Status>(a.a + a.b) }),
+        )
         .bind("127.0.0.1:0")
         .await
         .unwrap()
@@ -310,7 +315,10 @@ async fn keepalive_fails_a_half_open_connection_promptly() {
         let mut pre = [0u8; 6];
         tokio::io::AsyncReadExt::read_exact(&mut s, &mut pre).await.unwrap();
         let mut b = bytes::BytesMut::new();
-        meshrpc::wire::encode_settings(&mut b, &meshrpc::wire::Settings { max_concurrent_calls: Some(10), ..Default::default() });
+        meshrpc::wire::encode_settings(
+            &mut b,
+            &meshrpc::wire::Settings { max_concurrent_calls: Some(10), ..Default::default() },
+        );
         tokio::io::AsyncWriteExt::write_all(&mut s, &b).await.unwrap();
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(s);
@@ -324,7 +332,11 @@ async fn keepalive_fails_a_half_open_connection_promptly() {
     let err = c.call::<_, i64>("Calculator.Add", &AddArgs { a: 1, b: 1 }).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("keepalive"), "{err}");
-    assert!(t0.elapsed() < Duration::from_secs(2), "failed within ~2 keepalive periods, took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "failed within ~2 keepalive periods, took {:?}",
+        t0.elapsed()
+    );
     silent.abort();
 }
 
@@ -412,7 +424,9 @@ async fn a_duplicate_call_id_is_a_protocol_error_even_for_an_unknown_method() {
         other => panic!("expected GOAWAY, got {other:?}"),
     }
     match raw.next_frame().await {
-        Some(meshrpc::wire::Frame::Response(r)) => assert_eq!((r.call_id, r.code), (5, Code::Ok), "the original call still completed"),
+        Some(meshrpc::wire::Frame::Response(r)) => {
+            assert_eq!((r.call_id, r.code), (5, Code::Ok), "the original call still completed")
+        }
         other => panic!("expected the original call's response, got {other:?}"),
     }
     server.shutdown().await;
@@ -431,7 +445,8 @@ async fn a_client_at_the_servers_limit_never_gets_a_spurious_refusal() {
         let c = c.clone();
         async move {
             for i in 0..250i64 {
-                let sum: i64 = c.call("Calculator.Add", &AddArgs { a: w, b: i }).await.expect("no call is refused");
+                let sum: i64 =
+                    c.call("Calculator.Add", &AddArgs { a: w, b: i }).await.expect("no call is refused");
                 assert_eq!(sum, w + i);
             }
         }
@@ -441,7 +456,10 @@ async fn a_client_at_the_servers_limit_never_gets_a_spurious_refusal() {
     let opts = CallOptions::new().timeout(Duration::from_millis(5));
     for _ in 0..20 {
         let _ = c.call_with::<_, u64>("Test.Sleep", &SleepArgs { ms: 50 }, &opts).await;
-        let sum: i64 = c.call("Calculator.Add", &AddArgs { a: 1, b: 1 }).await.expect("the cancelled call's slot was free");
+        let sum: i64 = c
+            .call("Calculator.Add", &AddArgs { a: 1, b: 1 })
+            .await
+            .expect("the cancelled call's slot was free");
         assert_eq!(sum, 2);
     }
     server.shutdown().await;

@@ -32,7 +32,9 @@ pub(crate) struct CallArgs {
 /// Runs `meshrpc call`.
 pub(crate) async fn run(args: CallArgs) -> ExitCode {
     if let Err(e) = serde_json::from_str::<serde_json::Value>(&args.json) {
-        eprintln!("error: the arguments are not valid JSON: {e}\nhint: quote them for the shell, e.g. '{{\"a\":10,\"b\":5}}'");
+        eprintln!(
+            "error: the arguments are not valid JSON: {e}\nhint: quote them for the shell, e.g. '{{\"a\":10,\"b\":5}}'"
+        );
         return ExitCode::from(2);
     }
     let mut opts = CallOptions::new().timeout(args.timeout).idempotent(args.idempotent);
@@ -47,7 +49,10 @@ pub(crate) async fn run(args: CallArgs) -> ExitCode {
         Ok(c) => c,
         Err(status) => {
             eprintln!("{status}");
-            eprintln!("hint: is a meshrpc server listening on {}? (try: meshrpc demo --listen {})", args.addr, args.addr);
+            eprintln!(
+                "hint: is a meshrpc server listening on {}? (try: meshrpc demo --listen {})",
+                args.addr, args.addr
+            );
             return ExitCode::FAILURE;
         }
     };

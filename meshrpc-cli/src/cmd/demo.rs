@@ -4,7 +4,9 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use clap::Args;
 use meshrpc::{CallOptions, Client, Server, ServerHandle, Status};
@@ -42,7 +44,9 @@ async fn listen(addr: &str) -> ExitCode {
     let server = match builder.bind(addr).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot listen on {addr}: {e}\nhint: pick a free port, or port 0 for any free port");
+            eprintln!(
+                "error: cannot listen on {addr}: {e}\nhint: pick a free port, or port 0 for any free port"
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -100,7 +104,10 @@ async fn rpc_by_name() -> Result<(), String> {
     println!("  A client dials it and calls \"Calculator.Add\" with {{a: 10, b: 5}}:");
     let client = Client::connect(addr).await.map_err(|e| e.to_string())?;
     let opts = CallOptions::new().timeout(Duration::from_secs(5));
-    let sum: i64 = client.call_with("Calculator.Add", &AddArgs { a: 10, b: 5 }, &opts).await.map_err(|e| e.to_string())?;
+    let sum: i64 = client
+        .call_with("Calculator.Add", &AddArgs { a: 10, b: 5 }, &opts)
+        .await
+        .map_err(|e| e.to_string())?;
     println!("  Result: {sum}");
     if sum != 15 {
         return Err(format!("Calculator.Add(10, 5) returned {sum}, expected 15"));
@@ -141,7 +148,11 @@ async fn safe_counter() -> Result<(), String> {
         }
     }
     let value: i64 = clients[0].call("Counter.Value", &()).await.map_err(|e| e.to_string())?;
-    println!("  Counter.Value = {value} after {CALLS} calls in {} ms ({} failed)", started.elapsed().as_millis(), failed.len());
+    println!(
+        "  Counter.Value = {value} after {CALLS} calls in {} ms ({} failed)",
+        started.elapsed().as_millis(),
+        failed.len()
+    );
     if let Some(first) = failed.first() {
         return Err(format!("{} Counter.Inc calls failed, the first with {first}", failed.len()));
     }
@@ -161,8 +172,13 @@ async fn fan_out() -> Result<(), String> {
     let b = spawn_server(vec![services::greeter("server B")]).await?;
     let down = free_port_nobody_listens_on().await?;
     let targets = [a.local_addr(), b.local_addr(), down];
-    println!("  Greeter servers are expected at {}, {} and {}; the last one is down.", targets[0], targets[1], targets[2]);
-    println!("  The caller sends Greeter.Hello {{name: \"Alice\"}} to all three at once (1 s deadline) and waits for all:");
+    println!(
+        "  Greeter servers are expected at {}, {} and {}; the last one is down.",
+        targets[0], targets[1], targets[2]
+    );
+    println!(
+        "  The caller sends Greeter.Hello {{name: \"Alice\"}} to all three at once (1 s deadline) and waits for all:"
+    );
     let deadline = Duration::from_secs(1);
     let calls = targets.iter().map(|&addr| async move {
         let started = Instant::now();

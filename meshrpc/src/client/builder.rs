@@ -99,9 +99,9 @@ impl ClientBuilder {
 }
 
 async fn resolve(addr: impl ToSocketAddrs) -> Result<SocketAddr, Status> {
-    let mut addrs = lookup_host(addr)
-        .await
-        .map_err(|e| Status::unavailable(format!("cannot resolve the server address: {e}")).with_not_processed(true))?;
+    let mut addrs = lookup_host(addr).await.map_err(|e| {
+        Status::unavailable(format!("cannot resolve the server address: {e}")).with_not_processed(true)
+    })?;
     addrs
         .next()
         .ok_or_else(|| Status::unavailable("the server address resolved to nothing").with_not_processed(true))
@@ -177,9 +177,9 @@ impl Client {
         let codec = opts.codec.unwrap_or(self.inner.config.codec);
         let deadline = effective_deadline(opts.timeout.or(self.inner.config.default_timeout));
         let encode = |out: &mut BytesMut| {
-            codec
-                .encode(args, out)
-                .map_err(|e| Status::invalid_argument(format!("cannot encode the arguments of {method}: {e}")))
+            codec.encode(args, out).map_err(|e| {
+                Status::invalid_argument(format!("cannot encode the arguments of {method}: {e}"))
+            })
         };
         let resp = self.inner.conn.call(method, opts, codec.id(), deadline, encode).await?;
         let reply_codec = Codec::from_id(resp.codec).unwrap_or(codec);
@@ -190,7 +190,13 @@ impl Client {
 
     /// Calls `method` with an already-encoded payload in `codec` and returns the
     /// encoded reply (e.g. JSON in, JSON out, for the CLI and gateways).
-    pub async fn call_raw(&self, method: &str, codec: Codec, payload: &[u8], opts: &CallOptions) -> Result<Bytes, Status> {
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        codec: Codec,
+        payload: &[u8],
+        opts: &CallOptions,
+    ) -> Result<Bytes, Status> {
         let deadline = effective_deadline(opts.timeout.or(self.inner.config.default_timeout));
         let encode = |out: &mut BytesMut| {
             out.extend_from_slice(payload);

@@ -62,7 +62,9 @@ impl Connection {
         let Some(d) = deadline else { return work.await };
         match tokio::time::timeout_at(d, work).await {
             Ok(r) => r,
-            Err(_) => Err(Status::deadline_exceeded(format!("{method} did not complete within its deadline"))),
+            Err(_) => {
+                Err(Status::deadline_exceeded(format!("{method} did not complete within its deadline")))
+            }
         }
     }
 
@@ -89,7 +91,15 @@ impl Connection {
             // table; nothing takes them the other way round.
             call_id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.table().insert(call_id)?;
-            let head = wire::encode_request_head(&mut out, call_id, flag_bits, codec, remaining, method.as_bytes(), &opts.metadata);
+            let head = wire::encode_request_head(
+                &mut out,
+                call_id,
+                flag_bits,
+                codec,
+                remaining,
+                method.as_bytes(),
+                &opts.metadata,
+            );
             let start = head.start();
             // A panicking Serialize must not leave half a frame in the shared queue.
             let encoded = match std::panic::catch_unwind(AssertUnwindSafe(|| encode(&mut out))) {
@@ -123,8 +133,12 @@ impl Connection {
     /// Why a call could not even be sent (always `not_processed`).
     fn closed_status(&self) -> Status {
         let status = match self.table().state() {
-            super::in_flight::State::Closed(s) | super::in_flight::State::GoingAway { status: s } => s.clone(),
-            super::in_flight::State::Open => Status::unavailable(format!("connection to {} is closed", self.peer)),
+            super::in_flight::State::Closed(s) | super::in_flight::State::GoingAway { status: s } => {
+                s.clone()
+            }
+            super::in_flight::State::Open => {
+                Status::unavailable(format!("connection to {} is closed", self.peer))
+            }
         };
         status.with_not_processed(true)
     }

@@ -54,7 +54,8 @@ fn unavailable(msg: String) -> Status {
 impl Connection {
     /// Dials `addr`, performs the handshake and starts the reader, writer and keepalive tasks.
     pub(crate) async fn connect(addr: SocketAddr, cfg: &ClientConfig) -> Result<Arc<Connection>, Status> {
-        let cannot = |e: String| unavailable(format!("cannot connect to {addr}: {e}")).with_not_processed(true);
+        let cannot =
+            |e: String| unavailable(format!("cannot connect to {addr}: {e}")).with_not_processed(true);
         let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(cannot(e.to_string())),
@@ -65,29 +66,44 @@ impl Connection {
         let handshake = async {
             let mut hello = BytesMut::new();
             hello.extend_from_slice(&wire::preface(wire::VERSION));
-            wire::encode_settings(&mut hello, &Settings {
-                protocol_version: Some(u32::from(wire::VERSION)),
-                max_frame_size: Some(cfg.max_frame_size),
-                ..Settings::default()
-            });
+            wire::encode_settings(
+                &mut hello,
+                &Settings {
+                    protocol_version: Some(u32::from(wire::VERSION)),
+                    max_frame_size: Some(cfg.max_frame_size),
+                    ..Settings::default()
+                },
+            );
             wr.write_all(&hello).await.map_err(|e| cannot(e.to_string()))?;
             let mut reader = FrameReader::new(rd, cfg.max_frame_size);
             match reader.next().await {
                 Ok(Frame::Settings(s)) => Ok((reader, s)),
-                Ok(Frame::GoAway(g)) => Err(Status::new(g.code, format!("{addr} refused the connection: {}", g.message))
-                    .with_not_processed(true)),
-                Ok(_) => Err(cannot("the server's first frame was not SETTINGS: is this a meshrpc server?".into())),
+                Ok(Frame::GoAway(g)) => {
+                    Err(Status::new(g.code, format!("{addr} refused the connection: {}", g.message))
+                        .with_not_processed(true))
+                }
+                Ok(_) => {
+                    Err(cannot("the server's first frame was not SETTINGS: is this a meshrpc server?".into()))
+                }
                 Err(e) => Err(cannot(format!("handshake failed: {e}"))),
             }
         };
         let (reader, settings) = match tokio::time::timeout(cfg.handshake_timeout, handshake).await {
             Ok(r) => r?,
-            Err(_) => return Err(cannot(format!("no handshake answer within {:?}: is this a meshrpc server?", cfg.handshake_timeout))),
+            Err(_) => {
+                return Err(cannot(format!(
+                    "no handshake answer within {:?}: is this a meshrpc server?",
+                    cfg.handshake_timeout
+                )));
+            }
         };
         if let Some(v) = settings.protocol_version
             && v != u32::from(wire::VERSION)
         {
-            return Err(Status::unimplemented(format!("{addr} speaks protocol version {v}; this client speaks {}", wire::VERSION)));
+            return Err(Status::unimplemented(format!(
+                "{addr} speaks protocol version {v}; this client speaks {}",
+                wire::VERSION
+            )));
         }
         let server_max_calls = settings.max_concurrent_calls.unwrap_or(100).clamp(1, MAX_CLIENT_CONCURRENCY);
         let conn = Arc::new(Connection {
@@ -96,7 +112,10 @@ impl Connection {
             next_id: AtomicU64::new(1),
             limit: Semaphore::new(server_max_calls as usize),
             peer: addr,
-            server_max_frame: settings.max_frame_size.unwrap_or(wire::DEFAULT_MAX_FRAME_SIZE).max(wire::MIN_MAX_FRAME_SIZE),
+            server_max_frame: settings
+                .max_frame_size
+                .unwrap_or(wire::DEFAULT_MAX_FRAME_SIZE)
+                .max(wire::MIN_MAX_FRAME_SIZE),
             server_max_calls,
             started: Instant::now(),
             last_read_us: AtomicU64::new(0),
@@ -153,7 +172,9 @@ impl Connection {
 
     /// Closes the connection on purpose (e.g. the client was dropped).
     pub(crate) fn close(&self, why: &str) {
-        self.fail(Status::cancelled(format!("connection to {} closed: {why}", self.peer)).with_not_processed(true));
+        self.fail(
+            Status::cancelled(format!("connection to {} closed: {why}", self.peer)).with_not_processed(true),
+        );
     }
 }
 
@@ -192,18 +213,23 @@ async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader<OwnedReadHalf>
                     Ok(Some(Frame::Ping(d))) => pings.push(d),
                     Ok(Some(Frame::GoAway(g))) => {
                         let why = if g.message.is_empty() { g.code.to_string() } else { g.message.clone() };
-                        let status = unavailable(format!("{peer} is going away ({why}); the call was not processed"))
-                            .with_not_processed(true);
+                        let status =
+                            unavailable(format!("{peer} is going away ({why}); the call was not processed"))
+                                .with_not_processed(true);
                         table.go_away(g.last_call_id, status, &mut wakers);
                     }
                     Ok(Some(Frame::Pong(_) | Frame::Settings(_))) => {}
                     Ok(Some(Frame::Request(_) | Frame::Cancel { .. })) => {
-                        fatal = Some(unavailable(format!("connection to {peer} broken: the server sent a client-only frame")));
+                        fatal = Some(unavailable(format!(
+                            "connection to {peer} broken: the server sent a client-only frame"
+                        )));
                         break;
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        fatal = Some(unavailable(format!("connection to {peer} broken: the server sent an invalid frame: {e}")));
+                        fatal = Some(unavailable(format!(
+                            "connection to {peer} broken: the server sent an invalid frame: {e}"
+                        )));
                         break;
                     }
                 }

@@ -17,7 +17,9 @@ enum Slot {
 pub(crate) enum State {
     Open,
     /// The server sent GOAWAY: calls up to `last_call_id` will still be answered.
-    GoingAway { status: Status },
+    GoingAway {
+        status: Status,
+    },
     /// The connection is gone; every call fails with this status.
     Closed(Status),
 }
@@ -41,7 +43,9 @@ impl CallTable {
                 Ok(())
             }
             // Never sent: whatever ended the connection, this call was not processed.
-            State::GoingAway { status } | State::Closed(status) => Err(status.clone().with_not_processed(true)),
+            State::GoingAway { status } | State::Closed(status) => {
+                Err(status.clone().with_not_processed(true))
+            }
         }
     }
 

@@ -113,10 +113,8 @@ mod tests {
         let v = Args { a: 10, b: 5, data: Blob::from(&b"hi"[..]) };
         Codec::MessagePack.encode(&v, &mut out).unwrap();
         // fixmap(3), "a", 10, "b", 5, "data", bin8(2) "hi"
-        let expected: &[u8] = &[
-            0x83, 0xa1, b'a', 0x0a, 0xa1, b'b', 0x05, 0xa4, b'd', b'a', b't', b'a', 0xc4, 0x02,
-            b'h', b'i',
-        ];
+        let expected: &[u8] =
+            &[0x83, 0xa1, b'a', 0x0a, 0xa1, b'b', 0x05, 0xa4, b'd', b'a', b't', b'a', 0xc4, 0x02, b'h', b'i'];
         assert_eq!(&out[..], expected);
         assert_eq!(Codec::MessagePack.decode::<Args>(&out).unwrap(), v);
     }

@@ -8,10 +8,10 @@ use futures_util::FutureExt as _;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::Context;
 use super::connection::ConnShared;
 use super::context::with_call_deadline;
 use super::router::{IncomingCall, Route};
-use super::Context;
 use crate::codec::Codec;
 use crate::status::{Code, Status};
 use crate::wire::{self, Metadata};
@@ -30,13 +30,21 @@ impl Replier {
         let max = self.conn.peer_max_frame;
         self.conn.finish_call(self.call_id);
         let mut out = self.conn.outbox.lock();
-        let head = wire::encode_response_head(&mut out, self.call_id, 0, self.codec.id(), Code::Ok, "", &Metadata::new());
+        let head = wire::encode_response_head(
+            &mut out,
+            self.call_id,
+            0,
+            self.codec.id(),
+            Code::Ok,
+            "",
+            &Metadata::new(),
+        );
         // A panicking Serialize impl must not leave half a frame in the shared queue.
         let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| self.codec.encode(reply, &mut out)));
         match encoded {
-            Ok(Ok(())) => head.finish(&mut out, max).map_err(|e| {
-                Status::resource_exhausted(format!("the reply is too large to send: {e}"))
-            }),
+            Ok(Ok(())) => head
+                .finish(&mut out, max)
+                .map_err(|e| Status::resource_exhausted(format!("the reply is too large to send: {e}"))),
             Ok(Err(e)) => {
                 head.abandon(&mut out);
                 Err(Status::internal(format!("cannot encode the reply: {e}")))
@@ -105,8 +113,9 @@ pub(crate) async fn run_call(start: CallStart) {
     };
     let replier = Replier { conn: conn.clone(), call_id, codec };
     let handler = route.handler;
-    let work = AssertUnwindSafe(async move { handler.call(ctx, IncomingCall { codec, payload, replier }).await })
-        .catch_unwind();
+    let work =
+        AssertUnwindSafe(async move { handler.call(ctx, IncomingCall { codec, payload, replier }).await })
+            .catch_unwind();
     let work = with_call_deadline(deadline, work);
     // The handler future lives inside this select: whichever branch wins, it is dropped
     // when the select returns, so a cancelled or timed-out handler stops running.

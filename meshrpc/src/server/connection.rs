@@ -53,11 +53,20 @@ impl ConnShared {
     pub(crate) fn send_error(&self, call_id: u64, codec: u8, status: &Status) {
         let f = if status.not_processed() { flags::NOT_PROCESSED } else { 0 };
         let mut out = self.outbox.lock();
-        let head = wire::encode_response_head(&mut out, call_id, f, codec, status.code(), status.message(), &Metadata::new());
+        let head = wire::encode_response_head(
+            &mut out,
+            call_id,
+            f,
+            codec,
+            status.code(),
+            status.message(),
+            &Metadata::new(),
+        );
         // An error frame is small: the message is capped at 64 KiB and the peer's
         // limit is at least 16 KiB, so only a pathological message can fail here.
         if head.finish(&mut out, self.peer_max_frame).is_err() {
-            let head = wire::encode_response_head(&mut out, call_id, f, codec, status.code(), "", &Metadata::new());
+            let head =
+                wire::encode_response_head(&mut out, call_id, f, codec, status.code(), "", &Metadata::new());
             let _ = head.finish(&mut out, self.peer_max_frame);
         }
     }
@@ -103,7 +112,10 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
     let conn = Arc::new(ConnShared {
         outbox: Outbox::default(),
         peer,
-        peer_max_frame: theirs.max_frame_size.unwrap_or(wire::DEFAULT_MAX_FRAME_SIZE).max(wire::MIN_MAX_FRAME_SIZE),
+        peer_max_frame: theirs
+            .max_frame_size
+            .unwrap_or(wire::DEFAULT_MAX_FRAME_SIZE)
+            .max(wire::MIN_MAX_FRAME_SIZE),
         calls: Mutex::new(HashMap::new()),
         in_flight: AtomicUsize::new(0),
         idle: Notify::new(),
@@ -113,7 +125,13 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
         let conn = conn.clone();
         tokio::spawn(async move { run_writer(&conn.outbox, wr).await })
     };
-    let mut lp = ReadLoop { conn: conn.clone(), last_accepted: 0, draining: false, drain_deadline: None, idle_since: None };
+    let mut lp = ReadLoop {
+        conn: conn.clone(),
+        last_accepted: 0,
+        draining: false,
+        drain_deadline: None,
+        idle_since: None,
+    };
     let graceful = async {
         lp.run(reader).await;
         lp.drain().await;
@@ -305,7 +323,9 @@ impl ReadLoop {
         let max = server.config.max_concurrent_calls;
         if server.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
             server.in_flight.fetch_sub(1, Ordering::AcqRel);
-            refuse(Status::resource_exhausted(format!("the server is at its limit of {max} calls in flight")));
+            refuse(Status::resource_exhausted(format!(
+                "the server is at its limit of {max} calls in flight"
+            )));
             return Stop::Continue;
         }
         let cancel = CancellationToken::new();
@@ -330,18 +350,22 @@ impl ReadLoop {
     /// cancel the rest (answering them UNAVAILABLE) so the connection can close.
     async fn drain(&mut self) {
         let conn = &self.conn;
-        let deadline = self.drain_deadline.unwrap_or_else(|| Instant::now() + conn.server.config.drain_timeout);
+        let deadline =
+            self.drain_deadline.unwrap_or_else(|| Instant::now() + conn.server.config.drain_timeout);
         while conn.in_flight() > 0 {
             let notified = conn.idle.notified();
             if conn.in_flight() == 0 {
                 break;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let ids: Vec<u64> = conn.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+                let ids: Vec<u64> =
+                    conn.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
                 for id in ids {
                     if let Some((token, codec)) = conn.finish_call(id) {
                         token.cancel();
-                        let status = Status::unavailable("the server stopped this call: it did not finish within the drain timeout");
+                        let status = Status::unavailable(
+                            "the server stopped this call: it did not finish within the drain timeout",
+                        );
                         conn.send_error(id, codec, &status);
                     }
                 }

@@ -68,7 +68,12 @@ where
         Frame::Settings(s) => Ok((reader, s)),
         other => {
             let kind = frame_name(&other);
-            refuse(wr, Code::InvalidArgument, format!("protocol error: the first frame must be SETTINGS, got {kind}")).await;
+            refuse(
+                wr,
+                Code::InvalidArgument,
+                format!("protocol error: the first frame must be SETTINGS, got {kind}"),
+            )
+            .await;
             Err(HandshakeError::NotSettings(kind))
         }
     }

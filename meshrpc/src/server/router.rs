@@ -158,7 +158,11 @@ impl Router {
     pub(crate) fn not_found(&self, method: &str) -> Status {
         let names = self.names();
         let shown: Vec<&str> = names.iter().take(20).copied().collect();
-        let more = if names.len() > shown.len() { format!(" and {} more", names.len() - shown.len()) } else { String::new() };
+        let more = if names.len() > shown.len() {
+            format!(" and {} more", names.len() - shown.len())
+        } else {
+            String::new()
+        };
         let method: String = method.chars().take(200).collect();
         Status::not_found(format!("unknown method {method:?}; this server has: {}{more}", shown.join(", ")))
     }

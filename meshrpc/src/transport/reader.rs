@@ -56,7 +56,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // Grow only when the spare room is small: then make room for the rest of this
             // frame (already checked against the limit) or one read chunk, if larger.
             let spare = self.buf.capacity() - self.buf.len();
-            if spare < need.min(READ_CHUNK).max(MIN_SPARE) {
+            if spare < need.clamp(MIN_SPARE, READ_CHUNK) {
                 self.buf.reserve(need.max(READ_CHUNK));
             }
             let n = self.io.read_buf(&mut self.buf).await?;

@@ -106,8 +106,14 @@ impl Reader {
 
 fn require_call_id(kind: Kind, call_id: u64, nonzero: bool) -> Result<(), WireError> {
     match (nonzero, call_id == 0) {
-        (true, true) => Err(WireError::Malformed { kind: kind.name(), what: "call id 0 is reserved for connection-level frames" }),
-        (false, false) => Err(WireError::Malformed { kind: kind.name(), what: "connection-level frame must have call id 0" }),
+        (true, true) => Err(WireError::Malformed {
+            kind: kind.name(),
+            what: "call id 0 is reserved for connection-level frames",
+        }),
+        (false, false) => Err(WireError::Malformed {
+            kind: kind.name(),
+            what: "connection-level frame must have call id 0",
+        }),
         _ => Ok(()),
     }
 }
@@ -187,7 +193,10 @@ pub fn decode_frame(body: Bytes) -> Result<Frame, WireError> {
         Kind::Settings => {
             require_call_id(kind, call_id, false)?;
             if r.b.remaining() % 6 != 0 {
-                return Err(WireError::Malformed { kind: "settings", what: "body is not a whole number of 6-byte (id, value) pairs" });
+                return Err(WireError::Malformed {
+                    kind: "settings",
+                    what: "body is not a whole number of 6-byte (id, value) pairs",
+                });
             }
             let mut s = Settings::default();
             while r.b.has_remaining() {

@@ -197,28 +197,12 @@ pub fn encode_settings(buf: &mut BytesMut, settings: &Settings) {
 pub fn encode_frame(buf: &mut BytesMut, frame: &Frame) {
     match frame {
         Frame::Request(r) => {
-            let p = encode_request_head(
-                buf,
-                r.call_id,
-                r.flags,
-                r.codec,
-                r.timeout,
-                &r.method,
-                &r.metadata,
-            );
+            let p = encode_request_head(buf, r.call_id, r.flags, r.codec, r.timeout, &r.method, &r.metadata);
             buf.put_slice(&r.payload);
             finish_unbounded(p, buf);
         }
         Frame::Response(r) => {
-            let p = encode_response_head(
-                buf,
-                r.call_id,
-                r.flags,
-                r.codec,
-                r.code,
-                &r.message,
-                &r.metadata,
-            );
+            let p = encode_response_head(buf, r.call_id, r.flags, r.codec, r.code, &r.message, &r.metadata);
             buf.put_slice(&r.payload);
             finish_unbounded(p, buf);
         }

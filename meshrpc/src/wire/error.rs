@@ -50,9 +50,7 @@ impl WireError {
     pub fn to_status(&self) -> Status {
         let code = match self {
             WireError::FrameTooLarge { .. } => Code::ResourceExhausted,
-            WireError::UnsupportedVersion { .. } | WireError::ReservedKind(_) => {
-                Code::Unimplemented
-            }
+            WireError::UnsupportedVersion { .. } | WireError::ReservedKind(_) => Code::Unimplemented,
             _ => Code::InvalidArgument,
         };
         Status::new(code, format!("protocol error: {self}"))

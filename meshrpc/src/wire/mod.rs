@@ -16,8 +16,8 @@ mod metadata;
 
 pub use decode::{Decoded, check, decode, decode_frame};
 pub use encode::{
-    FrameSizeExceeded, PendingFrame, encode_cancel, encode_frame, encode_goaway, encode_ping,
-    encode_pong, encode_request_head, encode_response_head, encode_settings,
+    FrameSizeExceeded, PendingFrame, encode_cancel, encode_frame, encode_goaway, encode_ping, encode_pong,
+    encode_request_head, encode_response_head, encode_settings,
 };
 pub use error::WireError;
 pub use frame::{Frame, GoAway, Kind, Request, Response, Settings, flags};
@@ -55,16 +55,11 @@ mod tests;
 #[doc(hidden)]
 pub fn fuzz_decode_stream(data: &[u8]) {
     let mut buf = bytes::BytesMut::from(data);
-    loop {
-        match decode(&mut buf, DEFAULT_MAX_FRAME_SIZE) {
-            Ok(Some(frame)) => {
-                let mut out = bytes::BytesMut::new();
-                encode_frame(&mut out, &frame);
-                let again = decode(&mut out, u32::MAX).expect("re-encoded frame decodes");
-                assert_eq!(again.as_ref(), Some(&frame), "frame survives a round trip");
-                assert!(out.is_empty(), "re-encoding produced exactly one frame");
-            }
-            Ok(None) | Err(_) => break,
-        }
+    while let Ok(Some(frame)) = decode(&mut buf, DEFAULT_MAX_FRAME_SIZE) {
+        let mut out = bytes::BytesMut::new();
+        encode_frame(&mut out, &frame);
+        let again = decode(&mut out, u32::MAX).expect("re-encoded frame decodes");
+        assert_eq!(again.as_ref(), Some(&frame), "frame survives a round trip");
+        assert!(out.is_empty(), "re-encoding produced exactly one frame");
     }
 }

@@ -7,14 +7,15 @@ use super::*;
 use crate::status::Code;
 
 fn metadata_strategy() -> impl Strategy<Value = Metadata> {
-    prop::collection::vec(("[a-z\\-]{1,20}", prop::collection::vec(any::<u8>(), 0..40)), 0..4)
-        .prop_map(|pairs| {
+    prop::collection::vec(("[a-z\\-]{1,20}", prop::collection::vec(any::<u8>(), 0..40)), 0..4).prop_map(
+        |pairs| {
             let mut md = Metadata::new();
             for (k, v) in pairs {
                 md.insert(k, v).expect("small pair fits");
             }
             md
-        })
+        },
+    )
 }
 
 fn frame_strategy() -> impl Strategy<Value = Frame> {

@@ -55,7 +55,8 @@ impl TestServices {
     pub fn add_to(&self, b: ServerBuilder) -> ServerBuilder {
         let calc = Service::new("Calculator")
             .method("Add", |_ctx: Context, a: AddArgs| async move { Ok::<_, Status>(a.a + a.b) });
-        let echo = Service::new("Echo").method("Echo", |_ctx: Context, a: EchoArgs| async move { Ok::<_, Status>(a.data) });
+        let echo = Service::new("Echo")
+            .method("Echo", |_ctx: Context, a: EchoArgs| async move { Ok::<_, Status>(a.data) });
         let (running, peak) = (self.running.clone(), self.peak.clone());
         let test = Service::new("Test")
             .method("Sleep", move |_ctx: Context, a: SleepArgs| {
@@ -74,15 +75,20 @@ impl TestServices {
                 }
                 Ok::<_, Status>(())
             })
-            .method("Fail", |_ctx: Context, msg: String| async move { Err::<(), _>(Status::failed_precondition(msg)) })
+            .method("Fail", |_ctx: Context, msg: String| async move {
+                Err::<(), _>(Status::failed_precondition(msg))
+            })
             .method("Context", |ctx: Context, _a: ()| async move {
-                Ok::<_, Status>(serde_json::json!({
-                    "call_id": ctx.call_id(),
-                    "method": ctx.method(),
-                    "peer": ctx.peer_addr().to_string(),
-                    "remaining_ms": ctx.remaining().map(|d| d.as_millis() as u64),
-                    "user": ctx.metadata().get_str("user"),
-                }).to_string())
+                Ok::<_, Status>(
+                    serde_json::json!({
+                        "call_id": ctx.call_id(),
+                        "method": ctx.method(),
+                        "peer": ctx.peer_addr().to_string(),
+                        "remaining_ms": ctx.remaining().map(|d| d.as_millis() as u64),
+                        "user": ctx.metadata().get_str("user"),
+                    })
+                    .to_string(),
+                )
             });
         b.add_service(calc).add_service(echo).add_service(test)
     }
@@ -139,7 +145,10 @@ impl RawClient {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let mut hello = BytesMut::new();
         hello.extend_from_slice(&wire::preface(wire::VERSION));
-        wire::encode_settings(&mut hello, &Settings { max_frame_size: Some(wire::DEFAULT_MAX_FRAME_SIZE), ..Settings::default() });
+        wire::encode_settings(
+            &mut hello,
+            &Settings { max_frame_size: Some(wire::DEFAULT_MAX_FRAME_SIZE), ..Settings::default() },
+        );
         stream.write_all(&hello).await.expect("write hello");
         let mut raw = RawClient { stream, buf: BytesMut::new(), settings: Settings::default() };
         match raw.next_frame().await {

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# meshrpc's one test command: installs what the tests need when it is missing, then runs
+# formatting, lints, docs, every test in the workspace, and builds the fuzz target.
+# Usage: scripts/test.sh          (from anywhere; CI runs exactly this)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+
+step "toolchain"
+command -v cargo >/dev/null || { echo "error: cargo not found: install Rust (https://rustup.rs) first" >&2; exit 1; }
+cargo --version
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        echo "installing the $component component"
+        rustup component add "$component"
+    fi
+done
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    step "installing cargo-fuzz (used to build the fuzz target; one time)"
+    cargo install cargo-fuzz --locked --quiet
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all targets, all features, warnings are errors)"
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+
+step "cargo doc (broken links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quiet
+
+step "cargo test (every test in the workspace)"
+cargo test --workspace --all-features
+
+step "fuzz target builds (cargo fuzz, stable, no sanitizer)"
+(cd meshrpc && cargo fuzz build -s none --dev frame_decoder)
+
+printf '\nall checks passed in %ss\n' "$(( $(date +%s) - started ))"
