@@ -20,6 +20,7 @@ use crate::wire::{self, Metadata};
 pub(crate) struct Replier {
     pub(crate) conn: Arc<ConnShared>,
     pub(crate) call_id: u64,
+    pub(crate) seq: u64,
     pub(crate) codec: Codec,
 }
 
@@ -28,7 +29,9 @@ impl Replier {
     /// encode or is larger than the client accepts.
     pub(crate) fn send_ok<R: serde::Serialize>(&self, reply: &R) -> Result<(), Status> {
         let max = self.conn.peer_max_frame;
-        self.conn.finish_call(self.call_id);
+        if self.conn.finish_call(self.call_id, Some(self.seq)).is_none() {
+            return Ok(()); // already answered (drain timeout) or cancelled: send nothing
+        }
         let mut out = self.conn.outbox.lock();
         let head = wire::encode_response_head(
             &mut out,
@@ -62,11 +65,12 @@ impl Replier {
 struct SlotGuard {
     conn: Arc<ConnShared>,
     call_id: u64,
+    seq: u64,
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        let _ = self.conn.finish_call(self.call_id);
+        let _ = self.conn.finish_call(self.call_id, Some(self.seq));
     }
 }
 
@@ -75,6 +79,7 @@ pub(crate) struct CallStart {
     pub(crate) conn: Arc<ConnShared>,
     pub(crate) route: Route,
     pub(crate) call_id: u64,
+    pub(crate) seq: u64,
     pub(crate) codec: Codec,
     pub(crate) deadline: Option<Instant>,
     pub(crate) metadata: Metadata,
@@ -101,8 +106,8 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs one call to completion (or until cancelled) and answers it.
 pub(crate) async fn run_call(start: CallStart) {
-    let CallStart { conn, route, call_id, codec, deadline, metadata, payload, cancel } = start;
-    let _slot = SlotGuard { conn: conn.clone(), call_id };
+    let CallStart { conn, route, call_id, seq, codec, deadline, metadata, payload, cancel } = start;
+    let _slot = SlotGuard { conn: conn.clone(), call_id, seq };
     let ctx = Context {
         call_id,
         method: route.name.clone(),
@@ -111,7 +116,7 @@ pub(crate) async fn run_call(start: CallStart) {
         metadata,
         cancel: cancel.clone(),
     };
-    let replier = Replier { conn: conn.clone(), call_id, codec };
+    let replier = Replier { conn: conn.clone(), call_id, seq, codec };
     let handler = route.handler;
     let work =
         AssertUnwindSafe(async move { handler.call(ctx, IncomingCall { codec, payload, replier }).await })
@@ -145,6 +150,8 @@ pub(crate) async fn run_call(start: CallStart) {
             Status::deadline_exceeded(format!("{} did not finish within the caller's deadline", route.name))
         }
     };
-    let _ = conn.finish_call(call_id);
-    conn.send_error(call_id, codec.id(), &status);
+    // Only the one who releases the slot answers: a call never gets two responses.
+    if conn.finish_call(call_id, Some(seq)).is_some() {
+        conn.send_error(call_id, codec.id(), &status);
+    }
 }

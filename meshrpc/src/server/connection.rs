@@ -20,14 +20,23 @@ use crate::status::{Code, Status};
 use crate::transport::{FrameReader, Outbox, ReadError, run_writer};
 use crate::wire::{self, Frame, GoAway, Metadata, Request, Settings, flags};
 
+/// One call in flight, as the connection tracks it.
+pub(crate) struct CallEntry {
+    pub(crate) seq: u64,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) codec: u8,
+}
+
 /// State shared by a connection's reader and its call tasks.
 pub(crate) struct ConnShared {
     pub(crate) outbox: Outbox,
     pub(crate) peer: SocketAddr,
     /// The largest frame the client accepts (from its SETTINGS).
     pub(crate) peer_max_frame: u32,
-    /// Calls in flight: their cancel token and request codec.
-    calls: Mutex<HashMap<u64, (CancellationToken, u8)>>,
+    /// Calls in flight by id: which admission (sequence number), cancel token, codec.
+    calls: Mutex<HashMap<u64, CallEntry>>,
+    /// Numbers admissions, so a late finisher never releases a reused id's new slot.
+    next_seq: std::sync::atomic::AtomicU64,
     in_flight: AtomicUsize,
     /// Notified when the last call in flight finishes.
     idle: Notify,
@@ -35,13 +44,21 @@ pub(crate) struct ConnShared {
 }
 
 impl ConnShared {
-    /// Releases a call's slot; a second call for the same id does nothing.
+    /// Releases a call's slot; only the first release of an admission does anything.
     ///
-    /// The slot is released *before* the call's response is queued (and at once when a
-    /// CANCEL arrives), so a client that sends a new call as soon as it has an answer
-    /// never finds the connection's limit still taken by the old one.
-    pub(crate) fn finish_call(&self, call_id: u64) -> Option<(CancellationToken, u8)> {
-        let entry = self.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id)?;
+    /// Whoever releases the slot is the one that answers the call (the reply, an error,
+    /// the drain timeout), so a call never gets two responses; a CANCEL releases it
+    /// without an answer. The slot is released *before* the response is queued, so a
+    /// client that sends a new call as soon as it has an answer never finds the
+    /// connection's limit still taken. `seq = None` releases whatever holds the id.
+    pub(crate) fn finish_call(&self, call_id: u64, seq: Option<u64>) -> Option<CallEntry> {
+        let entry = {
+            let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+            match calls.get(&call_id) {
+                Some(e) if seq.is_none_or(|s| s == e.seq) => calls.remove(&call_id)?,
+                _ => return None,
+            }
+        };
         self.server.in_flight.fetch_sub(1, Ordering::AcqRel);
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_one();
@@ -76,8 +93,8 @@ impl ConnShared {
     }
 
     fn cancel_all(&self) {
-        for (t, _) in self.calls.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            t.cancel();
+        for e in self.calls.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            e.cancel.cancel();
         }
     }
 
@@ -119,6 +136,7 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
         calls: Mutex::new(HashMap::new()),
         in_flight: AtomicUsize::new(0),
         idle: Notify::new(),
+        next_seq: std::sync::atomic::AtomicU64::new(0),
         server: server.clone(),
     });
     let writer = {
@@ -195,6 +213,10 @@ impl ReadLoop {
                 // requests until the queue drains, and give up on a peer stalled too long.
                 tokio::select! {
                     _ = conn.outbox.wait_drained() => {}
+                    _ = server.shutdown.cancelled(), if !self.draining => {
+                        self.start_draining(Code::Ok, "the server is shutting down".to_string());
+                    }
+                    _ = sleep_until(self.drain_deadline.unwrap_or_else(Instant::now)), if self.drain_deadline.is_some() => return,
                     _ = tokio::time::sleep(cfg.write_stall_timeout) => {
                         tracing::warn!(peer = %conn.peer, "closing connection: client read nothing for {:?}", cfg.write_stall_timeout);
                         return;
@@ -239,7 +261,9 @@ impl ReadLoop {
 
     fn start_draining(&mut self, code: Code, message: String) {
         self.draining = true;
-        self.drain_deadline = Some(Instant::now() + self.conn.server.config.drain_timeout);
+        // Counted from the first GOAWAY; a later one (a protocol error while draining)
+        // does not extend it.
+        self.drain_deadline.get_or_insert(Instant::now() + self.conn.server.config.drain_timeout);
         self.conn.send_goaway(self.last_accepted, code, message);
     }
 
@@ -269,8 +293,8 @@ impl ReadLoop {
         match frame {
             Frame::Request(req) => return self.request(req),
             Frame::Cancel { call_id } => {
-                if let Some((token, _)) = self.conn.finish_call(call_id) {
-                    token.cancel();
+                if let Some(entry) = self.conn.finish_call(call_id, None) {
+                    entry.cancel.cancel();
                 }
             }
             Frame::Ping(data) => wire::encode_pong(&mut self.conn.outbox.lock(), data),
@@ -329,13 +353,16 @@ impl ReadLoop {
             return Stop::Continue;
         }
         let cancel = CancellationToken::new();
-        conn.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id, (cancel.clone(), req.codec));
+        let seq = conn.next_seq.fetch_add(1, Ordering::Relaxed);
+        let entry = CallEntry { seq, cancel: cancel.clone(), codec: req.codec };
+        conn.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id, entry);
         self.idle_since = None;
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
         let start = CallStart {
             conn: conn.clone(),
             route: route.clone(),
             call_id,
+            seq,
             codec,
             deadline: req.timeout.map(|t| Instant::now() + t),
             metadata: req.metadata,
@@ -361,12 +388,12 @@ impl ReadLoop {
                 let ids: Vec<u64> =
                     conn.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
                 for id in ids {
-                    if let Some((token, codec)) = conn.finish_call(id) {
-                        token.cancel();
+                    if let Some(entry) = conn.finish_call(id, None) {
+                        entry.cancel.cancel();
                         let status = Status::unavailable(
                             "the server stopped this call: it did not finish within the drain timeout",
                         );
-                        conn.send_error(id, codec, &status);
+                        conn.send_error(id, entry.codec, &status);
                     }
                 }
                 break;
