@@ -44,9 +44,20 @@ pub mod wire;
 
 pub use client::{CallOptions, Client, ClientBuilder};
 pub use codec::{Blob, Codec};
+pub use meshrpc_macros::service;
 pub use server::{Context, Server, ServerBuilder, ServerHandle, Service};
 pub use status::{Code, Status};
 pub use wire::Metadata;
+
+/// `Result` with [`Status`] as the error, for handler and trait signatures.
+pub type Result<T, E = Status> = std::result::Result<T, E>;
+
+/// Re-exports used by code that `#[meshrpc::service]` generates. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use tokio::net::ToSocketAddrs;
+}
 
 /// The README's Rust blocks, compiled and run as doc tests so the quickstart cannot rot.
 #[cfg(doctest)]

@@ -157,9 +157,9 @@ async fn an_undecodable_payload_gets_invalid_argument_naming_the_decode_error() 
     raw.request(2, Codec::Json.id(), "Calculator.Add", br#"{"a":"ten","b":5}"#.to_vec()).await;
     let r = expect_response(&mut raw, 2, Code::InvalidArgument).await;
     assert!(r.message.contains("json decoding failed: invalid type"), "{}", r.message);
-    raw.request(3, 0x03, "Calculator.Add", vec![]).await;
+    raw.request(3, 0x07, "Calculator.Add", vec![]).await;
     let r = expect_response(&mut raw, 3, Code::Unimplemented).await;
-    assert!(r.message.contains("binary (0x03)"), "{}", r.message);
+    assert!(r.message.contains("unknown (0x07)"), "{}", r.message);
     raw.request(4, Codec::Json.id(), "Calculator.Add", br#"{"a":1,"b":1}"#.to_vec()).await;
     assert_eq!(&expect_response(&mut raw, 4, Code::Ok).await.payload[..], b"2");
     assert_serving(server.local_addr()).await;

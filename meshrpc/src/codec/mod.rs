@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `0x01` | [`Codec::MessagePack`] (default): structs as maps, bytes as `bin` | Rust clients |
 //! | `0x02` | [`Codec::Json`]: bytes as base64 strings | CLI, gateway, other languages |
-//! | `0x03` | binary (positional, Rust-only): reserved, not yet implemented | — |
+//! | `0x03` | [`Codec::Binary`]: positional (postcard), Rust-only, fastest | Rust clients that opt in |
 //!
 //! The server always answers in the codec it was called with. [`Blob`] is the byte
 //! type that maps to MessagePack `bin` and to a base64 JSON string.
@@ -25,10 +25,10 @@ pub enum Codec {
     MessagePack,
     /// JSON (UTF-8), bytes as base64.
     Json,
+    /// Positional binary ([postcard](https://docs.rs/postcard)): compact and fast, but
+    /// both sides must use the same Rust types (field order matters, names do not travel).
+    Binary,
 }
-
-/// Id of the positional binary codec, reserved on the wire.
-pub const BINARY_CODEC_ID: u8 = 0x03;
 
 /// A payload did not encode or decode.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,7 @@ impl Codec {
         match self {
             Codec::MessagePack => 0x01,
             Codec::Json => 0x02,
+            Codec::Binary => 0x03,
         }
     }
 
@@ -53,6 +54,7 @@ impl Codec {
         match id {
             0x01 => Some(Codec::MessagePack),
             0x02 => Some(Codec::Json),
+            0x03 => Some(Codec::Binary),
             _ => None,
         }
     }
@@ -62,6 +64,7 @@ impl Codec {
         match self {
             Codec::MessagePack => "msgpack",
             Codec::Json => "json",
+            Codec::Binary => "binary",
         }
     }
 
@@ -72,6 +75,7 @@ impl Codec {
                 rmp_serde::encode::write_named(&mut out.writer(), value).map_err(|e| e.to_string())
             }
             Codec::Json => serde_json::to_writer(out.writer(), value).map_err(|e| e.to_string()),
+            Codec::Binary => postcard::to_io(value, out.writer()).map(drop).map_err(|e| e.to_string()),
         };
         res.map_err(|message| CodecError { codec: self.name(), op: "encoding", message })
     }
@@ -81,6 +85,7 @@ impl Codec {
         let res = match self {
             Codec::MessagePack => rmp_serde::from_slice(payload).map_err(|e| e.to_string()),
             Codec::Json => serde_json::from_slice(payload).map_err(|e| e.to_string()),
+            Codec::Binary => postcard::from_bytes(payload).map_err(|e| e.to_string()),
         };
         res.map_err(|message| CodecError { codec: self.name(), op: "decoding", message })
     }
@@ -90,7 +95,6 @@ impl Codec {
 pub fn describe_id(id: u8) -> String {
     match Codec::from_id(id) {
         Some(c) => format!("{} (0x{id:02x})", c.name()),
-        None if id == BINARY_CODEC_ID => format!("binary (0x{id:02x})"),
         None => format!("unknown (0x{id:02x})"),
     }
 }
@@ -138,10 +142,23 @@ mod tests {
 
     #[test]
     fn ids_round_trip() {
-        for c in [Codec::MessagePack, Codec::Json] {
+        for c in [Codec::MessagePack, Codec::Json, Codec::Binary] {
             assert_eq!(Codec::from_id(c.id()), Some(c));
         }
-        assert_eq!(Codec::from_id(BINARY_CODEC_ID), None);
+        assert_eq!(Codec::from_id(0x04), None);
         assert_eq!(describe_id(3), "binary (0x03)");
+        assert_eq!(describe_id(9), "unknown (0x09)");
+    }
+
+    #[test]
+    fn binary_is_positional_and_round_trips() {
+        let mut out = BytesMut::new();
+        let v = Args { a: 10, b: 5, data: Blob::from(&b"hi"[..]) };
+        Codec::Binary.encode(&v, &mut out).unwrap();
+        // zigzag varints 10 → 20, 5 → 10, then a length-prefixed byte string.
+        assert_eq!(&out[..], &[20, 10, 2, b'h', b'i']);
+        assert_eq!(Codec::Binary.decode::<Args>(&out).unwrap(), v);
+        let err = Codec::Binary.decode::<Args>(&[20]).unwrap_err().to_string();
+        assert!(err.starts_with("binary decoding failed"), "{err}");
     }
 }

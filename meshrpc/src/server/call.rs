@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::connection::ConnShared;
-use super::context::with_call_deadline;
+use super::context::with_context;
 use super::router::{IncomingCall, Route};
 use crate::codec::Codec;
 use crate::status::{Code, Status};
@@ -83,6 +83,7 @@ pub(crate) struct CallStart {
     pub(crate) codec: Codec,
     pub(crate) deadline: Option<Instant>,
     pub(crate) metadata: Metadata,
+    pub(crate) idempotent: bool,
     pub(crate) payload: bytes::Bytes,
     pub(crate) cancel: CancellationToken,
 }
@@ -106,7 +107,8 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs one call to completion (or until cancelled) and answers it.
 pub(crate) async fn run_call(start: CallStart) {
-    let CallStart { conn, route, call_id, seq, codec, deadline, metadata, payload, cancel } = start;
+    let CallStart { conn, route, call_id, seq, codec, deadline, metadata, idempotent, payload, cancel } =
+        start;
     let _slot = SlotGuard { conn: conn.clone(), call_id, seq };
     let ctx = Context {
         call_id,
@@ -115,13 +117,15 @@ pub(crate) async fn run_call(start: CallStart) {
         deadline,
         metadata,
         cancel: cancel.clone(),
+        idempotent,
     };
     let replier = Replier { conn: conn.clone(), call_id, seq, codec };
     let handler = route.handler;
+    let scope = ctx.clone();
     let work =
         AssertUnwindSafe(async move { handler.call(ctx, IncomingCall { codec, payload, replier }).await })
             .catch_unwind();
-    let work = with_call_deadline(deadline, work);
+    let work = with_context(scope, work);
     // The handler future lives inside this select: whichever branch wins, it is dropped
     // when the select returns, so a cancelled or timed-out handler stops running.
     let outcome = tokio::select! {

@@ -328,7 +328,7 @@ impl ReadLoop {
         }
         let Some(codec) = Codec::from_id(req.codec) else {
             refuse(Status::unimplemented(format!(
-                "codec {} is not supported by this server; use msgpack (0x01) or json (0x02)",
+                "codec {} is not supported by this server; use msgpack (0x01), json (0x02) or binary (0x03)",
                 codec::describe_id(req.codec)
             )));
             return Stop::Continue;
@@ -366,6 +366,7 @@ impl ReadLoop {
             codec,
             deadline: req.timeout.map(|t| Instant::now() + t),
             metadata: req.metadata,
+            idempotent: req.flags & flags::IDEMPOTENT != 0,
             payload: req.payload,
             cancel,
         };

@@ -10,18 +10,19 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use crate::wire::Metadata;
 
 tokio::task_local! {
-    /// The deadline of the call whose handler is running on this task.
-    static CALL_DEADLINE: Option<Instant>;
+    /// The context of the call whose handler is running on this task.
+    static CURRENT: Context;
 }
 
 /// The deadline of the server call running on this task, if any: clients use it so that
 /// calls a handler makes inherit what is left of its own deadline.
 pub fn current_deadline() -> Option<Instant> {
-    CALL_DEADLINE.try_with(|d| *d).ok().flatten()
+    CURRENT.try_with(|c| c.deadline).ok().flatten()
 }
 
-pub(crate) async fn with_call_deadline<F: Future>(deadline: Option<Instant>, fut: F) -> F::Output {
-    CALL_DEADLINE.scope(deadline, fut).await
+/// Runs a handler future with `ctx` as the task's current call context.
+pub(crate) async fn with_context<F: Future>(ctx: Context, fut: F) -> F::Output {
+    CURRENT.scope(ctx, fut).await
 }
 
 /// A handler's view of its call: deadline, peer, call id, metadata and cancellation.
@@ -33,9 +34,16 @@ pub struct Context {
     pub(crate) deadline: Option<Instant>,
     pub(crate) metadata: Metadata,
     pub(crate) cancel: CancellationToken,
+    pub(crate) idempotent: bool,
 }
 
 impl Context {
+    /// The context of the call being served on this task (inside a handler, typed or
+    /// not); `None` elsewhere. Typed service methods use this to see their call.
+    pub fn current() -> Option<Context> {
+        CURRENT.try_with(Context::clone).ok()
+    }
+
     /// The caller's id for this call (unique per connection while in flight).
     pub fn call_id(&self) -> u64 {
         self.call_id
@@ -59,6 +67,11 @@ impl Context {
     /// Time left before the deadline (zero once past it); `None` without a deadline.
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// True when the caller marked the call idempotent (safe to retry or hedge).
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
     }
 
     /// The request metadata.

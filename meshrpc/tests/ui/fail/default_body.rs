@@ -1,0 +1,10 @@
+use meshrpc::Status;
+
+#[meshrpc::service]
+trait Calculator {
+    async fn add(&self, a: i64, b: i64) -> Result<i64, Status> {
+        Ok(a + b)
+    }
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use meshrpc::Status;
+
+#[meshrpc::service]
+trait Calculator {
+    async fn add(a: i64, b: i64) -> Result<i64, Status>;
+}
+
+fn main() {}

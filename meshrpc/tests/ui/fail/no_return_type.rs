@@ -1,0 +1,6 @@
+#[meshrpc::service]
+trait Calculator {
+    async fn reset(&self);
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[meshrpc::service]
+struct Calculator;
+
+fn main() {}

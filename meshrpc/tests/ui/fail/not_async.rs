@@ -1,0 +1,8 @@
+use meshrpc::Status;
+
+#[meshrpc::service]
+trait Calculator {
+    fn add(&self, a: i64, b: i64) -> Result<i64, Status>;
+}
+
+fn main() {}
