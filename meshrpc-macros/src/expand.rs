@@ -88,7 +88,7 @@ fn client(s: &ServiceDef) -> TokenStream {
             }
 
             /// Connects to a server with the default client settings.
-            pub async fn connect<A: ::meshrpc::__private::ToSocketAddrs>(
+            pub async fn connect<A: ::core::fmt::Display>(
                 addr: A,
             ) -> ::core::result::Result<Self, ::meshrpc::Status> {
                 ::core::result::Result::Ok(Self::new(::meshrpc::Client::connect(addr).await?))

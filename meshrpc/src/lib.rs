@@ -42,7 +42,7 @@ pub mod status;
 mod transport;
 pub mod wire;
 
-pub use client::{CallOptions, Client, ClientBuilder};
+pub use client::{Backoff, CallOptions, Client, ClientBuilder, ClientStats, RawCall};
 pub use codec::{Blob, Codec};
 pub use meshrpc_macros::service;
 pub use server::{Context, Server, ServerBuilder, ServerHandle, Service};
@@ -56,7 +56,6 @@ pub type Result<T, E = Status> = std::result::Result<T, E>;
 #[doc(hidden)]
 pub mod __private {
     pub use serde;
-    pub use tokio::net::ToSocketAddrs;
 }
 
 /// The README's Rust blocks, compiled and run as doc tests so the quickstart cannot rot.

@@ -275,13 +275,13 @@ async fn idle_connections_get_goaway_not_a_reset() {
     assert!(t0.elapsed() >= Duration::from_millis(150));
     expect_closed(&mut raw.stream).await;
 
-    // The typed client sees the connection close and refuses new calls with a clear status.
+    // The client sees the connection close, and the next call reconnects transparently.
     let c = Client::connect(server.local_addr()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(!c.is_open());
-    let err = c.call::<_, i64>("Calculator.Add", &AddArgs { a: 1, b: 1 }).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
-    assert!(err.not_processed());
+    assert!(!c.is_open(), "the idle connection was closed by the server");
+    let sum: i64 = c.call("Calculator.Add", &AddArgs { a: 1, b: 1 }).await.unwrap();
+    assert_eq!(sum, 2);
+    assert_eq!(c.stats().reconnects, 1);
     server.shutdown().await;
     assert_no_stray_panics();
 }

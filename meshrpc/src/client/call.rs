@@ -45,37 +45,20 @@ pub(crate) fn effective_deadline(timeout: Option<Duration>) -> Option<Instant> {
 }
 
 impl Connection {
-    /// Sends one call and waits for its response frame (an error status is `Err`).
-    /// `encode` appends the payload to the request frame.
+    /// Sends one call on this connection and waits for its response frame (an error
+    /// status is `Err`). `encode` appends the payload; `deadline` is told to the server
+    /// as the remaining budget (the caller enforces it).
     pub(crate) async fn call(
         &self,
         method: &str,
         opts: &CallOptions,
         codec: u8,
         deadline: Option<Instant>,
-        encode: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
+        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
     ) -> Result<Response, Status> {
         if method.len() > usize::from(u16::MAX) {
             return Err(Status::invalid_argument("the method name is longer than 65,535 bytes"));
         }
-        let work = self.call_inner(method, opts, codec, deadline, encode);
-        let Some(d) = deadline else { return work.await };
-        match tokio::time::timeout_at(d, work).await {
-            Ok(r) => r,
-            Err(_) => {
-                Err(Status::deadline_exceeded(format!("{method} did not complete within its deadline")))
-            }
-        }
-    }
-
-    async fn call_inner(
-        &self,
-        method: &str,
-        opts: &CallOptions,
-        codec: u8,
-        deadline: Option<Instant>,
-        encode: impl FnOnce(&mut BytesMut) -> Result<(), Status>,
-    ) -> Result<Response, Status> {
         let _permit = match self.limit.acquire().await {
             Ok(p) => p,
             Err(_) => return Err(self.closed_status()),

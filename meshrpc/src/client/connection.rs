@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::builder::ClientConfig;
+use super::config::ClientConfig;
 use super::in_flight::{CallTable, State};
 use crate::status::{Code, Status};
 use crate::transport::{FrameReader, Outbox, ReadError, run_writer};
@@ -125,6 +125,11 @@ impl Connection {
             let conn = conn.clone();
             tokio::spawn(async move {
                 if let Err(e) = run_writer(&conn.outbox, wr).await {
+                    // The reader sees the same failure once it has read what the server
+                    // sent before it (a GOAWAY among it decides which calls were not
+                    // processed); this only makes sure nothing waits on a dead socket.
+                    tracing::debug!(peer = %conn.peer, "write failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     conn.fail(unavailable(format!("connection to {} lost: write failed: {e}", conn.peer)));
                 }
             });
@@ -142,12 +147,21 @@ impl Connection {
 
     /// True while the connection takes new calls.
     pub(crate) fn is_open(&self) -> bool {
-        matches!(self.table().state(), State::Open)
+        !self.outbox.is_dead() && matches!(self.table().state(), State::Open)
     }
 
     /// Calls in flight.
     pub(crate) fn in_flight(&self) -> usize {
         self.table().len()
+    }
+
+    /// The GOAWAY status once the server sent GOAWAY and no call is left in flight.
+    fn finished_going_away(&self) -> Option<Status> {
+        let table = self.table();
+        match table.state() {
+            State::GoingAway { status } if table.len() == 0 => Some(status.clone()),
+            _ => None,
+        }
     }
 
     fn now_us(&self) -> u64 {
@@ -243,6 +257,11 @@ async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader<OwnedReadHalf>
         }
         if let Some(f) = fatal {
             break f;
+        }
+        // After GOAWAY, hang up as soon as the last answer is in: the server is waiting
+        // for that to close the connection cleanly.
+        if let Some(status) = conn.finished_going_away() {
+            break status;
         }
     };
     conn.fail(failure);

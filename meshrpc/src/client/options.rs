@@ -15,6 +15,7 @@ pub struct CallOptions {
     pub(crate) codec: Option<Codec>,
     pub(crate) idempotent: bool,
     pub(crate) metadata: Metadata,
+    pub(crate) wait_for_ready: bool,
 }
 
 impl CallOptions {
@@ -48,6 +49,13 @@ impl CallOptions {
         if let Err(e) = self.metadata.insert(key, value) {
             tracing::warn!("metadata dropped: {e}");
         }
+        self
+    }
+
+    /// While the connection is down, wait (within the deadline) for it to come back
+    /// instead of failing at once with UNAVAILABLE (gRPC's `wait_for_ready`).
+    pub fn wait_for_ready(mut self, wait: bool) -> Self {
+        self.wait_for_ready = wait;
         self
     }
 

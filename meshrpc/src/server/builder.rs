@@ -2,10 +2,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs, lookup_host};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,6 +32,12 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// A client that reads none of its replies for this long is disconnected. Default 30 s.
     pub write_stall_timeout: Duration,
+    /// On graceful shutdown, how long to keep serving (reporting NOT_SERVING) before
+    /// GOAWAY, so that callers learn of it first (e.g. one discovery-watch delay). Default 0.
+    pub shutdown_grace: Duration,
+    /// Bind with `SO_REUSEPORT`, so a new server can take over the port while the old one
+    /// drains (a rolling restart on one port). Default false.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +50,8 @@ impl Default for ServerConfig {
             idle_timeout: Some(Duration::from_secs(300)),
             drain_timeout: Duration::from_secs(30),
             write_stall_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::ZERO,
+            reuse_port: false,
         }
     }
 }
@@ -54,9 +62,16 @@ pub(crate) struct ServerShared {
     pub(crate) router: Router,
     pub(crate) config: ServerConfig,
     pub(crate) in_flight: AtomicUsize,
+    /// Stops the accept loop (graceful shutdown requested).
     pub(crate) shutdown: CancellationToken,
+    /// Tells connections to send GOAWAY and drain; cancelled only after the listener is
+    /// closed, so that clients reconnecting on GOAWAY never land in the closing
+    /// listener's backlog (where, with `SO_REUSEPORT`, they would be reset).
+    pub(crate) drain: CancellationToken,
     /// Cancelled by [`ServerHandle::abort`]: connections close at once.
     pub(crate) kill: CancellationToken,
+    /// False from the moment a graceful shutdown starts (health says NOT_SERVING).
+    pub(crate) serving: Arc<AtomicBool>,
 }
 
 /// Builds a [`Server`]: add services, set limits, then `bind` or `serve`.
@@ -125,8 +140,25 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets [`ServerConfig::shutdown_grace`].
+    pub fn shutdown_grace(mut self, t: Duration) -> Self {
+        self.config.shutdown_grace = t;
+        self
+    }
+
+    /// Sets [`ServerConfig::reuse_port`].
+    pub fn reuse_port(mut self, reuse: bool) -> Self {
+        self.config.reuse_port = reuse;
+        self
+    }
+
     /// Binds the listening socket (port 0 picks a free port; see [`Server::local_addr`]).
-    pub async fn bind(self, addr: impl ToSocketAddrs) -> std::io::Result<Server> {
+    pub async fn bind(mut self, addr: impl ToSocketAddrs) -> std::io::Result<Server> {
+        let serving = Arc::new(AtomicBool::new(true));
+        let health = super::health::service(serving.clone(), self.router.service_names());
+        if let Err(e) = self.router.add_builtin(health) {
+            self.errors.push(e);
+        }
         if !self.errors.is_empty() {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, self.errors.join("; ")));
         }
@@ -134,13 +166,16 @@ impl ServerBuilder {
         config.max_frame_size = config.max_frame_size.max(wire::MIN_MAX_FRAME_SIZE);
         config.max_concurrent_calls_per_connection = config.max_concurrent_calls_per_connection.max(1);
         config.max_concurrent_calls = config.max_concurrent_calls.max(1);
-        let listener = TcpListener::bind(addr).await?;
+        let listener =
+            if config.reuse_port { bind_reuse_port(addr).await? } else { TcpListener::bind(addr).await? };
         let shared = Arc::new(ServerShared {
             router: self.router,
             config,
             in_flight: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            drain: CancellationToken::new(),
             kill: CancellationToken::new(),
+            serving,
         });
         Ok(Server { listener, shared })
     }
@@ -197,6 +232,7 @@ impl Server {
             }
         }
         drop(self.listener);
+        self.shared.drain.cancel();
         tracker.close();
         tracker.wait().await;
     }
@@ -204,10 +240,9 @@ impl Server {
     /// Runs the server on its own task and returns a handle to stop it.
     pub fn spawn(self) -> ServerHandle {
         let local_addr = self.local_addr();
-        let shutdown = self.shared.shutdown.clone();
-        let kill = self.shared.kill.clone();
+        let shared = self.shared.clone();
         let task = tokio::spawn(self.run());
-        ServerHandle { local_addr, shutdown, kill, task }
+        ServerHandle { local_addr, shared, task }
     }
 }
 
@@ -215,8 +250,7 @@ impl Server {
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
-    shutdown: CancellationToken,
-    kill: CancellationToken,
+    shared: Arc<ServerShared>,
     task: JoinHandle<()>,
 }
 
@@ -226,17 +260,41 @@ impl ServerHandle {
         self.local_addr
     }
 
-    /// Graceful shutdown: stop accepting, send GOAWAY on every connection, let calls
-    /// in flight finish (within the drain timeout), then close. Resolves when done.
+    /// Graceful shutdown: report NOT_SERVING (health) and keep serving for the shutdown
+    /// grace, then stop accepting, send GOAWAY on every connection, let calls in flight
+    /// finish (within the drain timeout), and close. Resolves when done.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
+        self.shared.serving.store(false, Ordering::Release);
+        let grace = self.shared.config.shutdown_grace;
+        if !grace.is_zero() {
+            tokio::time::sleep(grace).await;
+        }
+        self.shared.shutdown.cancel();
         let _ = self.task.await;
+    }
+
+    /// True until a graceful shutdown starts.
+    pub fn is_serving(&self) -> bool {
+        self.shared.serving.load(Ordering::Acquire)
     }
 
     /// Stops at once, like a crash: the listener closes and every connection is
     /// dropped without GOAWAY; calls in flight are cancelled.
     pub fn abort(&self) {
-        self.kill.cancel();
+        self.shared.serving.store(false, Ordering::Release);
+        self.shared.kill.cancel();
         self.task.abort();
     }
+}
+
+/// Binds with `SO_REUSEADDR` and `SO_REUSEPORT` (to the first address `addr` resolves to).
+async fn bind_reuse_port(addr: impl ToSocketAddrs) -> std::io::Result<TcpListener> {
+    let addr = lookup_host(addr).await?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the listen address resolved to nothing")
+    })?;
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }

@@ -150,26 +150,37 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
         drain_deadline: None,
         idle_since: None,
     };
+    let mut reader = reader;
+    let mut writer = writer;
+    let writer_abort = writer.abort_handle();
     let graceful = async {
-        lp.run(reader).await;
+        lp.run(&mut reader).await;
         lp.drain().await;
         conn.outbox.close();
-    };
-    let mut writer = writer;
-    tokio::select! {
-        _ = graceful => {
-            // Flush what is queued; a client that reads nothing cannot hold us forever.
-            if tokio::time::timeout(server.config.write_stall_timeout, &mut writer).await.is_err() {
-                tracing::debug!(%peer, "dropping the connection: queued replies were not read in time");
-                writer.abort();
-            }
-        }
-        _ = server.kill.cancelled() => {
+        // Flush what is queued (the writer then half-closes: FIN); a client that reads
+        // nothing cannot hold us forever.
+        if tokio::time::timeout(server.config.write_stall_timeout, &mut writer).await.is_err() {
+            tracing::debug!(%peer, "dropping the connection: queued replies were not read in time");
             writer.abort();
+            return;
+        }
+        // Linger: read and discard until the client hangs up (it does once it has its
+        // answers), so that closing with its late requests unread never turns into a
+        // reset, which can destroy the GOAWAY and replies still on their way to it.
+        let linger = LINGER.min(server.config.drain_timeout);
+        let _ = tokio::time::timeout(linger, reader.discard_until_eof()).await;
+    };
+    tokio::select! {
+        _ = graceful => {}
+        _ = server.kill.cancelled() => {
+            writer_abort.abort();
             conn.cancel_all();
         }
     }
 }
+
+/// Longest wait, after the last reply is flushed, for the client to close its side.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct ReadLoop {
     conn: Arc<ConnShared>,
@@ -190,12 +201,12 @@ enum Stop {
 }
 
 impl ReadLoop {
-    async fn run<R: AsyncRead + Unpin>(&mut self, mut reader: FrameReader<R>) {
+    async fn run<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>) {
         let conn = self.conn.clone();
         let server = conn.server.clone();
         let cfg = &server.config;
         // Frames that came in with the client's SETTINGS are handled first.
-        if let Stop::Stop = self.handle_buffered(&mut reader) {
+        if let Stop::Stop = self.handle_buffered(reader) {
             return;
         }
         loop {
@@ -213,7 +224,7 @@ impl ReadLoop {
                 // requests until the queue drains, and give up on a peer stalled too long.
                 tokio::select! {
                     _ = conn.outbox.wait_drained() => {}
-                    _ = server.shutdown.cancelled(), if !self.draining => {
+                    _ = server.drain.cancelled(), if !self.draining => {
                         self.start_draining(Code::Ok, "the server is shutting down".to_string());
                     }
                     _ = sleep_until(self.drain_deadline.unwrap_or_else(Instant::now)), if self.drain_deadline.is_some() => return,
@@ -230,7 +241,7 @@ impl ReadLoop {
             };
             tokio::select! {
                 biased;
-                _ = server.shutdown.cancelled(), if !self.draining => {
+                _ = server.drain.cancelled(), if !self.draining => {
                     self.start_draining(Code::Ok, "the server is shutting down".to_string());
                     continue;
                 }
@@ -253,7 +264,7 @@ impl ReadLoop {
                     return;
                 }
             }
-            if let Stop::Stop = self.handle_buffered(&mut reader) {
+            if let Stop::Stop = self.handle_buffered(reader) {
                 return;
             }
         }
@@ -322,10 +333,6 @@ impl ReadLoop {
             return Stop::Stop;
         }
         let refuse = |status: Status| conn.send_error(call_id, req.codec, &status.with_not_processed(true));
-        if self.draining {
-            refuse(Status::unavailable("the server is shutting down; send this call to another instance"));
-            return Stop::Continue;
-        }
         let Some(codec) = Codec::from_id(req.codec) else {
             refuse(Status::unimplemented(format!(
                 "codec {} is not supported by this server; use msgpack (0x01), json (0x02) or binary (0x03)",
@@ -337,19 +344,10 @@ impl ReadLoop {
             refuse(server.router.not_found(req.method_str()));
             return Stop::Continue;
         };
-        let per_conn = server.config.max_concurrent_calls_per_connection as usize;
-        if conn.in_flight() >= per_conn {
-            refuse(Status::resource_exhausted(format!(
-                "this connection already has {per_conn} calls in flight, the limit the server advertised"
-            )));
-            return Stop::Continue;
-        }
-        let max = server.config.max_concurrent_calls;
-        if server.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
-            server.in_flight.fetch_sub(1, Ordering::AcqRel);
-            refuse(Status::resource_exhausted(format!(
-                "the server is at its limit of {max} calls in flight"
-            )));
+        // `Stop` from admission means "refused": the connection itself goes on.
+        if route.exempt {
+            server.in_flight.fetch_add(1, Ordering::AcqRel);
+        } else if let Stop::Stop = self.admit(&refuse) {
             return Stop::Continue;
         }
         let cancel = CancellationToken::new();
@@ -371,6 +369,33 @@ impl ReadLoop {
             cancel,
         };
         tokio::spawn(run_call(start));
+        Stop::Continue
+    }
+
+    /// Draining and limit checks for a call (built-in exempt methods skip them). On
+    /// success the server-wide in-flight count already includes the call.
+    fn admit(&self, refuse: &dyn Fn(Status)) -> Stop {
+        let conn = &self.conn;
+        let server = &conn.server;
+        if self.draining {
+            refuse(Status::unavailable("the server is shutting down; send this call to another instance"));
+            return Stop::Stop;
+        }
+        let per_conn = server.config.max_concurrent_calls_per_connection as usize;
+        if conn.in_flight() >= per_conn {
+            refuse(Status::resource_exhausted(format!(
+                "this connection already has {per_conn} calls in flight, the limit the server advertised"
+            )));
+            return Stop::Stop;
+        }
+        let max = server.config.max_concurrent_calls;
+        if server.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
+            server.in_flight.fetch_sub(1, Ordering::AcqRel);
+            refuse(Status::resource_exhausted(format!(
+                "the server is at its limit of {max} calls in flight"
+            )));
+            return Stop::Stop;
+        }
         Stop::Continue
     }
 

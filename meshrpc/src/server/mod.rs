@@ -19,8 +19,11 @@ mod call;
 mod connection;
 mod context;
 mod handshake;
+mod health;
 mod router;
 
 pub use builder::{Server, ServerBuilder, ServerConfig, ServerHandle};
 pub use context::{Context, current_deadline};
+pub use health::{HEALTH_CHECK, HEALTH_SERVICE, HealthCheckRequest, HealthCheckResponse, ServingStatus};
 pub use router::Service;
+pub(crate) use router::ServiceNames;

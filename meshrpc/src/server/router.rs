@@ -115,7 +115,12 @@ impl Service {
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
     pub(crate) handler: Arc<dyn ErasedHandler>,
+    /// Built-in methods (health) that are answered even at the in-flight limits.
+    pub(crate) exempt: bool,
 }
+
+/// The names of the services a server serves.
+pub(crate) type ServiceNames = Arc<std::collections::HashSet<String>>;
 
 /// Method lookup by full name; built once, read-only while serving.
 #[derive(Clone, Default)]
@@ -130,15 +135,33 @@ impl fmt::Debug for Router {
 }
 
 impl Router {
-    /// Adds every method of `service`; a name registered twice is an error.
+    /// Adds every method of `service`; a name registered twice is an error, and so is
+    /// a user service in the reserved `meshrpc.` namespace.
     pub(crate) fn add(&mut self, service: Service) -> Result<(), String> {
+        if service.name.starts_with("meshrpc.") {
+            return Err(format!("service name {:?} is in the reserved `meshrpc.` namespace", service.name));
+        }
+        self.insert(service, false)
+    }
+
+    /// Adds a built-in service (exempt from the in-flight limits).
+    pub(crate) fn add_builtin(&mut self, service: Service) -> Result<(), String> {
+        self.insert(service, true)
+    }
+
+    /// The names of the services registered so far.
+    pub(crate) fn service_names(&self) -> ServiceNames {
+        Arc::new(self.routes.keys().filter_map(|k| k.rsplit_once('.').map(|(s, _)| s.to_string())).collect())
+    }
+
+    fn insert(&mut self, service: Service, exempt: bool) -> Result<(), String> {
         for (m, handler) in service.methods {
             let full = format!("{}.{m}", service.name);
             if self.routes.contains_key(full.as_str()) {
                 return Err(format!("method {full} is registered twice"));
             }
             let name: Arc<str> = Arc::from(full.as_str());
-            self.routes.insert(full.into_boxed_str(), Route { name, handler });
+            self.routes.insert(full.into_boxed_str(), Route { name, handler, exempt });
         }
         Ok(())
     }

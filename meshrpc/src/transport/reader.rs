@@ -70,6 +70,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Reads and drops everything until the peer closes (or the read fails).
+    pub(crate) async fn discard_until_eof(&mut self) {
+        self.buf.clear();
+        loop {
+            self.buf.reserve(READ_CHUNK);
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => self.buf.clear(),
+            }
+        }
+    }
+
     /// Reads the next frame, waiting for bytes as needed.
     pub(crate) async fn next(&mut self) -> Result<Frame, ReadError> {
         loop {

@@ -225,3 +225,71 @@ pub async fn assert_serving(addr: SocketAddr) {
     assert_eq!(sum, 42);
     assert_no_stray_panics();
 }
+
+/// A TCP proxy to `upstream` whose existing connections can be frozen (they stop
+/// forwarding in both directions, like a link that went half-open), while connections
+/// accepted afterwards forward normally.
+pub struct FreezableProxy {
+    pub addr: SocketAddr,
+    frozen_below: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    pub async fn start(upstream: SocketAddr) -> FreezableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen_below = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let fb = frozen_below.clone();
+        let task = tokio::spawn(async move {
+            let mut generation = 0u64;
+            while let Ok((inbound, _)) = listener.accept().await {
+                generation += 1;
+                let Ok(outbound) = TcpStream::connect(upstream).await else { continue };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(pump(ri, wo, generation, fb.clone()));
+                tokio::spawn(pump(ro, wi, generation, fb.clone()));
+            }
+        });
+        FreezableProxy { addr, frozen_below, task }
+    }
+
+    /// Freezes every connection accepted so far.
+    pub fn freeze_existing(&self) {
+        self.frozen_below.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// Lets connections accepted from now on forward normally (frozen ones stay frozen).
+    pub fn thaw_new(&self, accepted_so_far: u64) {
+        self.frozen_below.store(accepted_so_far + 1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    generation: u64,
+    frozen_below: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if generation < frozen_below.load(Ordering::SeqCst) {
+            // Frozen: swallow everything and never answer, keeping the sockets open.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
