@@ -34,6 +34,29 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quie
 step "cargo test (every test in the workspace)"
 cargo test --workspace --all-features
 
+step "examples (each must exit by itself, successfully, saying what it promises)"
+run_example() {
+    local name=$1 expect=$2 out
+    out=$(timeout 120 cargo run --quiet -p meshrpc --example "$name" 2>&1) || {
+        printf '%s\nexample %s failed\n' "$out" "$name" >&2
+        exit 1
+    }
+    grep -qF -- "$expect" <<<"$out" || {
+        printf '%s\nexample %s did not print: %s\n' "$out" "$name" "$expect" >&2
+        exit 1
+    }
+    echo "example $name: ok"
+}
+run_example calculator "Result: 15"
+run_example safe_counter "Final counter value: 1000"
+run_example concurrent_calls "All RPC calls completed."
+for f in meshrpc/examples/*.rs; do
+    case "$(basename "$f" .rs)" in
+        calculator|safe_counter|concurrent_calls) ;;
+        *) echo "error: $f is not run by scripts/test.sh: add it to the list above" >&2; exit 1 ;;
+    esac
+done
+
 step "fuzz target builds (cargo fuzz, stable, no sanitizer)"
 (cd meshrpc && cargo fuzz build -s none --dev frame_decoder)
 

@@ -1,7 +1,6 @@
 //! `meshrpc`: run the demo, serve the demo services, and call any method by name.
 
 mod cmd;
-mod services;
 
 use std::process::ExitCode;
 

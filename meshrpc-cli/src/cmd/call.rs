@@ -16,7 +16,7 @@ pub(crate) struct CallArgs {
     #[arg(value_name = "METHOD")]
     method: String,
     /// Arguments as a JSON object of named parameters, e.g. '{"a":10,"b":5}'.
-    #[arg(value_name = "JSON", default_value = "null")]
+    #[arg(value_name = "JSON", default_value = "{}")]
     json: String,
     /// Give up after this long (e.g. 500ms, 5s).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]

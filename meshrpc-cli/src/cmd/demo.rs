@@ -6,12 +6,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use clap::Args;
+use meshrpc::demo::{self, CalculatorClient, CounterClient, GreeterClient};
 use meshrpc::{CallOptions, Client, Server, ServerHandle, Status};
-
-use crate::services::{self, AddArgs, HelloArgs, HelloReply, IncArgs};
+use tokio::time::Instant;
 
 /// Arguments of `meshrpc demo`.
 #[derive(Debug, Args)]
@@ -38,7 +36,7 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
 
 async fn listen(addr: &str) -> ExitCode {
     let mut builder = Server::builder();
-    for svc in services::all("demo") {
+    for svc in demo::services("demo") {
         builder = builder.add_service(svc);
     }
     let server = match builder.bind(addr).await {
@@ -98,21 +96,18 @@ async fn scenarios() -> Result<(), String> {
 /// Seed 2: a Calculator server and a client calling `Calculator.Add` by name.
 async fn rpc_by_name() -> Result<(), String> {
     heading(1, "RPC by name", "seed 2");
-    let server = spawn_server(vec![services::calculator()]).await?;
+    let server = spawn_server(vec![demo::CalculatorServer::new(demo::Calc).into()]).await?;
     let addr = server.local_addr();
     println!("  A server registers the Calculator service (method Add) and listens on {addr}.");
     println!("  A client dials it and calls \"Calculator.Add\" with {{a: 10, b: 5}}:");
-    let client = Client::connect(addr).await.map_err(|e| e.to_string())?;
+    let calc = CalculatorClient::connect(addr).await.map_err(|e| e.to_string())?;
     let opts = CallOptions::new().timeout(Duration::from_secs(5));
-    let sum: i64 = client
-        .call_with("Calculator.Add", &AddArgs { a: 10, b: 5 }, &opts)
-        .await
-        .map_err(|e| e.to_string())?;
+    let sum = calc.add_with(opts, 10, 5).await.map_err(|e| e.to_string())?;
     println!("  Result: {sum}");
     if sum != 15 {
         return Err(format!("Calculator.Add(10, 5) returned {sum}, expected 15"));
     }
-    drop(client);
+    drop(calc);
     server.shutdown().await;
     Ok(())
 }
@@ -120,7 +115,7 @@ async fn rpc_by_name() -> Result<(), String> {
 /// Seed 4: a mutex-guarded counter hit by 1000 concurrent calls from several connections.
 async fn safe_counter() -> Result<(), String> {
     heading(2, "Shared state under concurrency: the SafeCounter", "seed 4");
-    let server = spawn_server(vec![services::counter()]).await?;
+    let server = spawn_server(vec![demo::CounterServer::new(demo::SafeCounter::default()).into()]).await?;
     let addr = server.local_addr();
     const CALLS: usize = 1000;
     const CONNECTIONS: usize = 4;
@@ -128,7 +123,7 @@ async fn safe_counter() -> Result<(), String> {
     println!("  {CALLS} concurrent Counter.Inc calls arrive over {CONNECTIONS} connections…");
     let mut clients = Vec::new();
     for _ in 0..CONNECTIONS {
-        clients.push(Client::connect(addr).await.map_err(|e| e.to_string())?);
+        clients.push(CounterClient::connect(addr).await.map_err(|e| e.to_string())?);
     }
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -136,7 +131,7 @@ async fn safe_counter() -> Result<(), String> {
         let c = clients[i % CONNECTIONS].clone();
         tasks.spawn(async move {
             let opts = CallOptions::new().timeout(Duration::from_secs(10));
-            c.call_with::<_, i64>("Counter.Inc", &IncArgs { by: 1 }, &opts).await
+            c.inc_with(opts).await
         });
     }
     let mut failed: Vec<Status> = Vec::new();
@@ -147,7 +142,7 @@ async fn safe_counter() -> Result<(), String> {
             Err(e) => failed.push(Status::internal(e.to_string())),
         }
     }
-    let value: i64 = clients[0].call("Counter.Value", &()).await.map_err(|e| e.to_string())?;
+    let value = clients[0].value().await.map_err(|e| e.to_string())?;
     println!(
         "  Counter.Value = {value} after {CALLS} calls in {} ms ({} failed)",
         started.elapsed().as_millis(),
@@ -168,8 +163,9 @@ async fn safe_counter() -> Result<(), String> {
 /// Seed 8: one call to three servers at once, one of them down; every result reported.
 async fn fan_out() -> Result<(), String> {
     heading(3, "High-concurrency RPC fan-out, one server down", "seed 8");
-    let a = spawn_server(vec![services::greeter("server A")]).await?;
-    let b = spawn_server(vec![services::greeter("server B")]).await?;
+    let greeter = |name: &str| demo::GreeterServer::new(demo::NamedGreeter { instance: name.into() }).into();
+    let a = spawn_server(vec![greeter("server A")]).await?;
+    let b = spawn_server(vec![greeter("server B")]).await?;
     let down = free_port_nobody_listens_on().await?;
     let targets = [a.local_addr(), b.local_addr(), down];
     println!(
@@ -184,8 +180,7 @@ async fn fan_out() -> Result<(), String> {
         let started = Instant::now();
         let result = async {
             let c = Client::builder().connect_timeout(deadline).connect(addr).await?;
-            let opts = CallOptions::new().timeout(deadline).idempotent(true);
-            c.call_with::<_, HelloReply>("Greeter.Hello", &HelloArgs { name: "Alice".into() }, &opts).await
+            GreeterClient::new(c).hello_with(CallOptions::new().timeout(deadline), "Alice".into()).await
         }
         .await;
         (addr, result, started.elapsed())
