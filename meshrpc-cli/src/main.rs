@@ -20,6 +20,8 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Call a method by name with JSON arguments and print the JSON reply.
     Call(cmd::call::CallArgs),
+    /// Load-test a server: closed loop, every reply verified, latency percentiles.
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Call(args) => cmd::call::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
         }
     })
 }

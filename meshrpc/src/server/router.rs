@@ -138,7 +138,7 @@ impl Router {
     /// Adds every method of `service`; a name registered twice is an error, and so is
     /// a user service in the reserved `meshrpc.` namespace.
     pub(crate) fn add(&mut self, service: Service) -> Result<(), String> {
-        if service.name.starts_with("meshrpc.") {
+        if service.name == "meshrpc" || service.name.starts_with("meshrpc.") {
             return Err(format!("service name {:?} is in the reserved `meshrpc.` namespace", service.name));
         }
         self.insert(service, false)
