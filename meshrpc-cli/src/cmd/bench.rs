@@ -113,13 +113,7 @@ enum Target {
 
 impl Target {
     /// Makes call number `seq` of requester `id`; `Err` says what went wrong.
-    async fn call(
-        &self,
-        id: u64,
-        seq: u64,
-        opts: &CallOptions,
-        echo_buf: &mut Vec<u8>,
-    ) -> Result<(), String> {
+    async fn call(&self, id: u64, seq: u64, opts: &CallOptions, echo_buf: &mut [u8]) -> Result<(), String> {
         match self {
             Target::Add(c) => {
                 let a = (id as i64) * 1_000_003 + seq as i64;
