@@ -97,7 +97,7 @@ impl Outbox {
 /// Writes everything pushed into `outbox` to `io` until the outbox is closed or a
 /// write fails. Each wake-up writes all frames queued so far with one `write_all`.
 pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(outbox: &Outbox, mut io: W) -> std::io::Result<()> {
-    let mut spare = BytesMut::with_capacity(64 * 1024);
+    let mut spare = BytesMut::new();
     let result = loop {
         if outbox.queued() == 0 {
             if outbox.closed.load(Ordering::Acquire) {
@@ -124,7 +124,7 @@ pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(outbox: &Outbox, mut io: W
         spare.clear();
         // Do not let one huge reply pin a huge buffer for the connection's lifetime.
         if spare.capacity() > 4 * HIGH_WATER {
-            spare = BytesMut::with_capacity(64 * 1024);
+            spare = BytesMut::new();
         }
     };
     outbox.dead.store(true, Ordering::Release);

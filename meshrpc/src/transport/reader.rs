@@ -23,20 +23,25 @@ pub(crate) enum ReadError {
 }
 
 /// Frames from a byte stream, decoded from one reusable read buffer.
+///
+/// The read size adapts: it starts at [`MIN_CHUNK`] (an idle connection holds little
+/// memory) and doubles, up to [`READ_CHUNK`], while reads keep filling it (a busy
+/// connection reads many frames per syscall).
 #[derive(Debug)]
 pub(crate) struct FrameReader<R> {
     io: R,
     buf: BytesMut,
     max_frame_size: u32,
+    chunk: usize,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
-const MIN_SPARE: usize = 4 * 1024;
+const MIN_CHUNK: usize = 4 * 1024;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Wraps `io`; frames over `max_frame_size` are an error.
     pub(crate) fn new(io: R, max_frame_size: u32) -> FrameReader<R> {
-        FrameReader { io, buf: BytesMut::with_capacity(READ_CHUNK), max_frame_size }
+        FrameReader { io, buf: BytesMut::new(), max_frame_size, chunk: MIN_CHUNK }
     }
 
     /// Decodes the next frame already buffered, without reading.
@@ -56,10 +61,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // Grow only when the spare room is small: then make room for the rest of this
             // frame (already checked against the limit) or one read chunk, if larger.
             let spare = self.buf.capacity() - self.buf.len();
-            if spare < need.clamp(MIN_SPARE, READ_CHUNK) {
-                self.buf.reserve(need.max(READ_CHUNK));
+            if spare < need.min(self.chunk) {
+                self.buf.reserve(need.max(self.chunk));
             }
+            let room = self.buf.capacity() - self.buf.len();
             let n = self.io.read_buf(&mut self.buf).await?;
+            self.chunk = if n == room { (self.chunk * 2).min(READ_CHUNK) } else { (self.chunk / 2).max(MIN_CHUNK) };
             if n == 0 {
                 return Err(if self.buf.is_empty() {
                     ReadError::Closed
@@ -74,7 +81,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub(crate) async fn discard_until_eof(&mut self) {
         self.buf.clear();
         loop {
-            self.buf.reserve(READ_CHUNK);
+            self.buf.reserve(MIN_CHUNK);
             match self.io.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => self.buf.clear(),
