@@ -82,7 +82,8 @@ fn frames(c: &mut Criterion) {
         b.iter(|| {
             let mut buf = BytesMut::from(&batch[..]);
             let mut n = 0;
-            while let Some(Frame::Request(r)) = wire::decode(&mut buf, wire::DEFAULT_MAX_FRAME_SIZE).unwrap() {
+            while let Some(Frame::Request(r)) = wire::decode(&mut buf, wire::DEFAULT_MAX_FRAME_SIZE).unwrap()
+            {
                 n += r.payload.len();
             }
             black_box(n)
@@ -108,7 +109,9 @@ fn codecs(c: &mut Criterion) {
         out.clear();
         codec.encode(&add, &mut out).unwrap();
         let add_bytes = out.clone().freeze();
-        g.bench_function("decode_add", |b| b.iter(|| black_box(codec.decode::<AddArgs>(&add_bytes).unwrap().a)));
+        g.bench_function("decode_add", |b| {
+            b.iter(|| black_box(codec.decode::<AddArgs>(&add_bytes).unwrap().a))
+        });
         g.throughput(Throughput::Bytes(1024));
         g.bench_function("encode_echo1k", |b| {
             b.iter(|| {

@@ -51,7 +51,8 @@ fn calculator_add_allocates_at_most_four_times_per_call_on_each_side() {
     let server = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
-            let server = Server::builder().add_service(CalculatorServer::new(Calc)).bind("127.0.0.1:0").await.unwrap();
+            let server =
+                Server::builder().add_service(CalculatorServer::new(Calc)).bind("127.0.0.1:0").await.unwrap();
             addr_tx.send(server.local_addr()).unwrap();
             let handle = server.spawn();
             // Answer "how many allocations so far on the server thread?" until told to stop.
@@ -96,7 +97,9 @@ fn calculator_add_allocates_at_most_four_times_per_call_on_each_side() {
     });
     drop(count_tx);
     server.join().unwrap();
-    println!("heap allocations per Calculator.Add call: client {client_per_call:.2}, server {server_per_call:.2}");
+    println!(
+        "heap allocations per Calculator.Add call: client {client_per_call:.2}, server {server_per_call:.2}"
+    );
     assert!(server_per_call <= 4.0, "server: {server_per_call:.2} allocations per call");
     assert!(client_per_call <= 4.0, "client: {client_per_call:.2} allocations per call");
 }

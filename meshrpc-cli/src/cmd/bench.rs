@@ -38,6 +38,9 @@ pub(crate) struct BenchArgs {
     /// Connections; requester i uses connection i % N. Default: 1 when C = 1, else 4.
     #[arg(long, value_name = "N")]
     connections: Option<usize>,
+    /// Make exactly this many calls (after the warm-up) instead of running for a duration.
+    #[arg(long, value_name = "N")]
+    calls: Option<u64>,
     /// Per-call deadline.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -187,7 +190,10 @@ async fn bench(args: BenchArgs) -> Result<ExitCode, String> {
 
     let start = Instant::now();
     let measure_from = start + args.warmup;
-    let end = measure_from + args.duration;
+    // With --calls, the duration is only a safety cap; requester i makes its share.
+    let end =
+        measure_from + if args.calls.is_some() { Duration::from_secs(24 * 3600) } else { args.duration };
+    let share = |i: usize| args.calls.map(|n| n / c as u64 + u64::from((i as u64) < n % c as u64));
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let opts = CallOptions::new().timeout(args.timeout);
@@ -195,13 +201,14 @@ async fn bench(args: BenchArgs) -> Result<ExitCode, String> {
     for i in 0..c {
         let target = targets[i % n].clone();
         let (done, stop, opts) = (done.clone(), stop.clone(), opts.clone());
+        let quota = share(i);
         tasks.spawn(async move {
             let mut t = Tally::new();
             let mut buf: Vec<u8> = (0..1024u32).map(|k| (k * 31 + i as u32) as u8).collect();
             let mut seq = 0u64;
             loop {
                 let t0 = Instant::now();
-                if t0 >= end || stop.load(Ordering::Relaxed) {
+                if t0 >= end || stop.load(Ordering::Relaxed) || quota.is_some_and(|q| t.ok + t.errors >= q) {
                     break;
                 }
                 let r = target.call(i as u64, seq, &opts, &mut buf).await;
@@ -258,8 +265,12 @@ async fn bench(args: BenchArgs) -> Result<ExitCode, String> {
     }
     ticker.abort();
     bar.finish_and_clear();
+    let measured_secs = Instant::now().saturating_duration_since(measure_from).as_secs_f64().max(1e-9);
 
-    let secs = args.duration.as_secs_f64();
+    let secs = match args.calls {
+        Some(_) => measured_secs,
+        None => args.duration.as_secs_f64(),
+    };
     let rps = total.ok as f64 / secs;
     let q = |p: f64| total.hist.value_at_quantile(p) as f64 / 1000.0;
     if args.json {

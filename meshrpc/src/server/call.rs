@@ -1,98 +1,152 @@
-//! One call's task: run the handler under its deadline, cancel signal and a panic
-//! catcher, answer failures, and release the call's slot whatever happens.
+//! Running a call: the first poll happens inline on the connection's reader, so a
+//! handler that finishes at once (most do) costs no task, timer or table entry; one that
+//! is still pending gets its own task, raced against its deadline and cancellation. A
+//! panic is caught either way and answered INTERNAL.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 
 use futures_util::FutureExt as _;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::connection::ConnShared;
-use super::context::with_context;
-use super::router::{IncomingCall, Route};
+use super::context::{CURRENT, with_context};
+use super::router::{BoxFuture, IncomingCall, Route};
 use crate::codec::Codec;
 use crate::status::{Code, Status};
 use crate::wire::{self, Metadata};
+
+/// One call's shared state: whether it has been answered (exactly one answer per call)
+/// and whether it was cancelled.
+#[derive(Debug)]
+pub(crate) struct CallState {
+    answered: AtomicBool,
+    cancelled: AtomicBool,
+    notify: Notify,
+    /// Made only when a handler asks for a `CancellationToken`.
+    token: OnceLock<CancellationToken>,
+    pub(crate) codec: u8,
+}
+
+impl CallState {
+    pub(crate) fn new(codec: u8) -> CallState {
+        CallState {
+            answered: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+            notify: Notify::new(),
+            token: OnceLock::new(),
+            codec,
+        }
+    }
+
+    /// Claims the right to answer; true for the first caller only.
+    pub(crate) fn claim_answer(&self) -> bool {
+        !self.answered.swap(true, Ordering::AcqRel)
+    }
+
+    /// Cancels the call: its task drops the handler, and `Context::cancelled` resolves.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+        if let Some(t) = self.token.get() {
+            t.cancel();
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the call is cancelled.
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A token cancelled with the call (made on first use).
+    pub(crate) fn token(&self) -> CancellationToken {
+        let t = self.token.get_or_init(CancellationToken::new).clone();
+        if self.is_cancelled() {
+            t.cancel(); // cancelled before the token existed
+        }
+        t
+    }
+}
 
 /// Where a call's reply goes: encodes the response frame into the connection's outbox.
 pub(crate) struct Replier {
     pub(crate) conn: Arc<ConnShared>,
     pub(crate) call_id: u64,
-    pub(crate) seq: u64,
+    pub(crate) state: Arc<CallState>,
     pub(crate) codec: Codec,
 }
 
 impl Replier {
-    /// Encodes a successful reply. Fails (and writes nothing) if the reply does not
-    /// encode or is larger than the client accepts.
-    pub(crate) fn send_ok<R: serde::Serialize>(&self, reply: &R) -> Result<(), Status> {
+    /// Answers the call with `reply`, or with INTERNAL / RESOURCE_EXHAUSTED if the reply
+    /// does not encode or is larger than the client accepts. Sends nothing if the call
+    /// was already answered (drain timeout) or cancelled.
+    pub(crate) fn send_ok<R: serde::Serialize>(&self, reply: &R) {
+        if !self.conn.release(&self.state) {
+            return;
+        }
         let max = self.conn.peer_max_frame;
-        if self.conn.finish_call(self.call_id, Some(self.seq)).is_none() {
-            return Ok(()); // already answered (drain timeout) or cancelled: send nothing
-        }
-        let mut out = self.conn.outbox.lock();
-        let head = wire::encode_response_head(
-            &mut out,
-            self.call_id,
-            0,
-            self.codec.id(),
-            Code::Ok,
-            "",
-            &Metadata::new(),
-        );
-        // A panicking Serialize impl must not leave half a frame in the shared queue.
-        let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| self.codec.encode(reply, &mut out)));
-        match encoded {
-            Ok(Ok(())) => head
-                .finish(&mut out, max)
-                .map_err(|e| Status::resource_exhausted(format!("the reply is too large to send: {e}"))),
-            Ok(Err(e)) => {
-                head.abandon(&mut out);
-                Err(Status::internal(format!("cannot encode the reply: {e}")))
+        let failure = {
+            let mut out = self.conn.outbox.lock();
+            let head = wire::encode_response_head(
+                &mut out,
+                self.call_id,
+                0,
+                self.codec.id(),
+                Code::Ok,
+                "",
+                &Metadata::new(),
+            );
+            // A panicking Serialize must not leave half a frame in the shared queue.
+            let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| self.codec.encode(reply, &mut out)));
+            match encoded {
+                Ok(Ok(())) => head
+                    .finish(&mut out, max)
+                    .err()
+                    .map(|e| Status::resource_exhausted(format!("the reply is too large to send: {e}"))),
+                Ok(Err(e)) => {
+                    head.abandon(&mut out);
+                    Some(Status::internal(format!("cannot encode the reply: {e}")))
+                }
+                Err(_) => {
+                    head.abandon(&mut out);
+                    Some(Status::internal("the reply's Serialize implementation panicked"))
+                }
             }
-            Err(_) => {
-                head.abandon(&mut out);
-                Err(Status::internal("the reply's Serialize implementation panicked"))
-            }
+        };
+        // We hold the answer: a reply that cannot be sent is answered with its error.
+        if let Some(status) = failure {
+            self.conn.send_error(self.call_id, self.codec.id(), &status);
         }
     }
 }
 
-/// Releases the call's slot when the task ends, however it ends (a no-op if the
-/// reply or a CANCEL already released it).
-struct SlotGuard {
-    conn: Arc<ConnShared>,
-    call_id: u64,
-    seq: u64,
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let _ = self.conn.finish_call(self.call_id, Some(self.seq));
-    }
-}
-
-/// Everything a call task needs.
+/// A call admitted by the reader, ready to run.
 pub(crate) struct CallStart {
     pub(crate) conn: Arc<ConnShared>,
     pub(crate) route: Route,
     pub(crate) call_id: u64,
-    pub(crate) seq: u64,
     pub(crate) codec: Codec,
     pub(crate) deadline: Option<Instant>,
     pub(crate) metadata: Metadata,
     pub(crate) idempotent: bool,
     pub(crate) payload: bytes::Bytes,
-    pub(crate) cancel: CancellationToken,
-}
-
-enum Outcome {
-    Done(Result<(), Status>),
-    Panicked(String),
-    TimedOut,
-    Cancelled,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -105,32 +159,98 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs one call to completion (or until cancelled) and answers it.
-pub(crate) async fn run_call(start: CallStart) {
-    let CallStart { conn, route, call_id, seq, codec, deadline, metadata, idempotent, payload, cancel } =
-        start;
-    let _slot = SlotGuard { conn: conn.clone(), call_id, seq };
+fn panicked(method: &str, call_id: u64, msg: &str) -> Status {
+    tracing::error!(method, call_id, "handler panicked: {msg}");
+    Status::internal(format!("the handler of {method} panicked: {msg}"))
+}
+
+/// Starts a call: polls its handler once right here (inside the call's context scope
+/// and a panic catcher); if it is not done, hands it to a task of its own.
+///
+/// Measured: `Calculator.Add` finishes on that first poll, so the call costs no spawn,
+/// no cancel token, no timer and no lock on the calls table (the profile before this
+/// change spent ~25 % of server CPU on exactly those).
+pub(crate) fn start_call(start: CallStart) {
+    let CallStart { conn, route, call_id, codec, deadline, metadata, idempotent, payload } = start;
+    let state = Arc::new(CallState::new(codec.id()));
     let ctx = Context {
         call_id,
         method: route.name.clone(),
         peer: conn.peer,
         deadline,
         metadata,
-        cancel: cancel.clone(),
+        state: state.clone(),
         idempotent,
     };
-    let replier = Replier { conn: conn.clone(), call_id, seq, codec };
-    let handler = route.handler;
+    let replier = Replier { conn: conn.clone(), call_id, state: state.clone(), codec };
     let scope = ctx.clone();
-    let work =
-        AssertUnwindSafe(async move { handler.call(ctx, IncomingCall { codec, payload, replier }).await })
-            .catch_unwind();
-    let work = with_context(scope, work);
+    let handler = route.handler.clone();
+    let first = CURRENT.sync_scope(scope.clone(), || {
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut fut = handler.call(ctx, IncomingCall { codec, payload, replier });
+            // A no-op waker: if the handler is pending, the task below polls it again at
+            // once with its own waker, so nothing registered here is ever relied on.
+            let poll = fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+            (fut, poll)
+        }))
+    });
+    let status = match first {
+        Ok((_, Poll::Ready(Ok(())))) => return,
+        Ok((_, Poll::Ready(Err(status)))) => status,
+        Err(p) => panicked(&route.name, call_id, &panic_message(&*p)),
+        Ok((fut, Poll::Pending)) => {
+            conn.track(call_id, state.clone());
+            tokio::spawn(run_pending(Pending { conn, route, call_id, deadline, state, scope, fut }));
+            return;
+        }
+    };
+    if conn.release(&state) {
+        conn.send_error(call_id, codec.id(), &status);
+    }
+}
+
+/// A call whose handler did not finish on its first poll.
+struct Pending {
+    conn: Arc<ConnShared>,
+    route: Route,
+    call_id: u64,
+    deadline: Option<Instant>,
+    state: Arc<CallState>,
+    scope: Context,
+    fut: BoxFuture<Result<(), Status>>,
+}
+
+/// Releases a pending call's slot and table entry when its task ends, however it ends.
+struct TaskGuard {
+    conn: Arc<ConnShared>,
+    call_id: u64,
+    state: Arc<CallState>,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.conn.untrack(self.call_id, &self.state);
+        self.conn.release(&self.state);
+    }
+}
+
+enum Outcome {
+    Done(Result<(), Status>),
+    Panicked(String),
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs a pending handler to completion, or until its deadline or cancellation.
+async fn run_pending(p: Pending) {
+    let Pending { conn, route, call_id, deadline, state, scope, fut } = p;
+    let _guard = TaskGuard { conn: conn.clone(), call_id, state: state.clone() };
+    let work = with_context(scope, AssertUnwindSafe(fut).catch_unwind());
     // The handler future lives inside this select: whichever branch wins, it is dropped
     // when the select returns, so a cancelled or timed-out handler stops running.
     let outcome = tokio::select! {
         biased;
-        _ = cancel.cancelled() => Outcome::Cancelled,
+        _ = state.cancelled() => Outcome::Cancelled,
         r = async {
             match deadline {
                 Some(d) => tokio::time::timeout_at(d, work).await.ok(),
@@ -145,17 +265,14 @@ pub(crate) async fn run_call(start: CallStart) {
     let status = match outcome {
         Outcome::Done(Ok(())) | Outcome::Cancelled => return,
         Outcome::Done(Err(s)) => s,
-        Outcome::Panicked(msg) => {
-            tracing::error!(method = %route.name, call_id, "handler panicked: {msg}");
-            Status::internal(format!("the handler of {} panicked: {msg}", route.name))
-        }
+        Outcome::Panicked(msg) => panicked(&route.name, call_id, &msg),
         Outcome::TimedOut => {
-            cancel.cancel();
+            state.cancel();
             Status::deadline_exceeded(format!("{} did not finish within the caller's deadline", route.name))
         }
     };
     // Only the one who releases the slot answers: a call never gets two responses.
-    if conn.finish_call(call_id, Some(seq)).is_some() {
-        conn.send_error(call_id, codec.id(), &status);
+    if conn.release(&state) {
+        conn.send_error(call_id, state.codec, &status);
     }
 }

@@ -10,22 +10,14 @@ use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
-use tokio_util::sync::CancellationToken;
 
 use super::builder::ServerShared;
-use super::call::{CallStart, run_call};
+use super::call::{CallStart, CallState, start_call};
 use super::handshake::{self, frame_name};
 use crate::codec::{self, Codec};
 use crate::status::{Code, Status};
 use crate::transport::{FrameReader, Outbox, ReadError, run_writer};
 use crate::wire::{self, Frame, GoAway, Metadata, Request, Settings, flags};
-
-/// One call in flight, as the connection tracks it.
-pub(crate) struct CallEntry {
-    pub(crate) seq: u64,
-    pub(crate) cancel: CancellationToken,
-    pub(crate) codec: u8,
-}
 
 /// State shared by a connection's reader and its call tasks.
 pub(crate) struct ConnShared {
@@ -33,10 +25,9 @@ pub(crate) struct ConnShared {
     pub(crate) peer: SocketAddr,
     /// The largest frame the client accepts (from its SETTINGS).
     pub(crate) peer_max_frame: u32,
-    /// Calls in flight by id: which admission (sequence number), cancel token, codec.
-    calls: Mutex<HashMap<u64, CallEntry>>,
-    /// Numbers admissions, so a late finisher never releases a reused id's new slot.
-    next_seq: std::sync::atomic::AtomicU64,
+    /// Calls whose handlers run in their own task (the ones a CANCEL can reach). Calls
+    /// that finish on their first poll are never here.
+    calls: Mutex<HashMap<u64, Arc<CallState>>>,
     in_flight: AtomicUsize,
     /// Notified when the last call in flight finishes.
     idle: Notify,
@@ -44,26 +35,33 @@ pub(crate) struct ConnShared {
 }
 
 impl ConnShared {
-    /// Releases a call's slot; only the first release of an admission does anything.
-    ///
-    /// Whoever releases the slot is the one that answers the call (the reply, an error,
-    /// the drain timeout), so a call never gets two responses; a CANCEL releases it
-    /// without an answer. The slot is released *before* the response is queued, so a
-    /// client that sends a new call as soon as it has an answer never finds the
-    /// connection's limit still taken. `seq = None` releases whatever holds the id.
-    pub(crate) fn finish_call(&self, call_id: u64, seq: Option<u64>) -> Option<CallEntry> {
-        let entry = {
-            let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-            match calls.get(&call_id) {
-                Some(e) if seq.is_none_or(|s| s == e.seq) => calls.remove(&call_id)?,
-                _ => return None,
-            }
-        };
+    /// Releases a call's slot: true for the first release only, and whoever gets true
+    /// answers the call (reply, error, drain timeout), so a call never gets two answers;
+    /// a CANCEL releases without answering. The slot is released *before* the response
+    /// is queued, so a client that sends its next call as soon as it has an answer never
+    /// finds the connection's limit still taken.
+    pub(crate) fn release(&self, state: &CallState) -> bool {
+        if !state.claim_answer() {
+            return false;
+        }
         self.server.in_flight.fetch_sub(1, Ordering::AcqRel);
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_one();
         }
-        Some(entry)
+        true
+    }
+
+    /// Registers a call that runs in its own task, so a CANCEL can reach it.
+    pub(crate) fn track(&self, call_id: u64, state: Arc<CallState>) {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id, state);
+    }
+
+    /// Forgets a finished task's call (unless the id now belongs to another call).
+    pub(crate) fn untrack(&self, call_id: u64, state: &Arc<CallState>) {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        if calls.get(&call_id).is_some_and(|s| Arc::ptr_eq(s, state)) {
+            calls.remove(&call_id);
+        }
     }
 
     /// Answers `call_id` with an error status (flagged `not_processed` if the status is).
@@ -93,8 +91,8 @@ impl ConnShared {
     }
 
     fn cancel_all(&self) {
-        for e in self.calls.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            e.cancel.cancel();
+        for state in self.calls.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            state.cancel();
         }
     }
 
@@ -136,7 +134,6 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
         calls: Mutex::new(HashMap::new()),
         in_flight: AtomicUsize::new(0),
         idle: Notify::new(),
-        next_seq: std::sync::atomic::AtomicU64::new(0),
         server: server.clone(),
     });
     let writer = {
@@ -304,8 +301,10 @@ impl ReadLoop {
         match frame {
             Frame::Request(req) => return self.request(req),
             Frame::Cancel { call_id } => {
-                if let Some(entry) = self.conn.finish_call(call_id, None) {
-                    entry.cancel.cancel();
+                let state = self.conn.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
+                if let Some(state) = state {
+                    self.conn.release(&state);
+                    state.cancel();
                 }
             }
             Frame::Ping(data) => wire::encode_pong(&mut self.conn.outbox.lock(), data),
@@ -350,25 +349,18 @@ impl ReadLoop {
         } else if let Stop::Stop = self.admit(&refuse) {
             return Stop::Continue;
         }
-        let cancel = CancellationToken::new();
-        let seq = conn.next_seq.fetch_add(1, Ordering::Relaxed);
-        let entry = CallEntry { seq, cancel: cancel.clone(), codec: req.codec };
-        conn.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id, entry);
-        self.idle_since = None;
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
-        let start = CallStart {
+        self.idle_since = None;
+        start_call(CallStart {
             conn: conn.clone(),
             route: route.clone(),
             call_id,
-            seq,
             codec,
             deadline: req.timeout.map(|t| Instant::now() + t),
             metadata: req.metadata,
             idempotent: req.flags & flags::IDEMPOTENT != 0,
             payload: req.payload,
-            cancel,
-        };
-        tokio::spawn(run_call(start));
+        });
         Stop::Continue
     }
 
@@ -411,15 +403,18 @@ impl ReadLoop {
                 break;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let ids: Vec<u64> =
-                    conn.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
-                for id in ids {
-                    if let Some(entry) = conn.finish_call(id, None) {
-                        entry.cancel.cancel();
+                let stuck: Vec<(u64, Arc<CallState>)> =
+                    conn.calls.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+                for (id, state) in stuck {
+                    // Claim the answer first: once cancelled, the call's own task would
+                    // release the slot without answering.
+                    let ours = conn.release(&state);
+                    state.cancel();
+                    if ours {
                         let status = Status::unavailable(
                             "the server stopped this call: it did not finish within the drain timeout",
                         );
-                        conn.send_error(id, entry.codec, &status);
+                        conn.send_error(id, state.codec, &status);
                     }
                 }
                 break;

@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::CancellationToken;
+
+use super::call::CallState;
 
 use crate::wire::Metadata;
 
 tokio::task_local! {
     /// The context of the call whose handler is running on this task.
-    static CURRENT: Context;
+    pub(crate) static CURRENT: Context;
 }
 
 /// The deadline of the server call running on this task, if any: clients use it so that
@@ -33,7 +35,7 @@ pub struct Context {
     pub(crate) peer: SocketAddr,
     pub(crate) deadline: Option<Instant>,
     pub(crate) metadata: Metadata,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) state: Arc<CallState>,
     pub(crate) idempotent: bool,
 }
 
@@ -83,16 +85,16 @@ impl Context {
     /// the call. The handler future itself is dropped then; this lets work it spawned
     /// elsewhere stop too.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.state.is_cancelled()
     }
 
     /// Resolves when the call is cancelled (see [`Context::is_cancelled`]).
-    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
-        self.cancel.cancelled()
+    pub async fn cancelled(&self) {
+        self.state.cancelled().await
     }
 
     /// A token that is cancelled with the call, for work spawned on other tasks.
     pub fn cancellation_token(&self) -> CancellationToken {
-        self.cancel.clone()
+        self.state.token()
     }
 }

@@ -25,8 +25,8 @@ pub(crate) struct IncomingCall {
     pub(crate) replier: Replier,
 }
 
-/// A type-erased handler: decodes the payload, runs the user's function and sends a
-/// successful reply itself (encoded straight into the connection's write queue).
+/// A type-erased handler: decodes the payload, runs the user's function and answers a
+/// successful call itself (encoded straight into the connection's write queue).
 /// An `Err` is answered by the caller of `call`.
 pub(crate) trait ErasedHandler: Send + Sync + 'static {
     fn call(&self, ctx: Context, call: IncomingCall) -> BoxFuture<Result<(), Status>>;
@@ -56,7 +56,8 @@ where
         let replier = call.replier;
         Box::pin(async move {
             let reply = fut.await?;
-            replier.send_ok(&reply)
+            replier.send_ok(&reply);
+            Ok(())
         })
     }
 }

@@ -66,7 +66,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             let room = self.buf.capacity() - self.buf.len();
             let n = self.io.read_buf(&mut self.buf).await?;
-            self.chunk = if n == room { (self.chunk * 2).min(READ_CHUNK) } else { (self.chunk / 2).max(MIN_CHUNK) };
+            self.chunk =
+                if n == room { (self.chunk * 2).min(READ_CHUNK) } else { (self.chunk / 2).max(MIN_CHUNK) };
             if n == 0 {
                 return Err(if self.buf.is_empty() {
                     ReadError::Closed
