@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::connection::ConnShared;
-use super::context::{CURRENT, with_context};
+use super::context::{CURRENT, CallFacts, with_context};
 use super::router::{BoxFuture, IncomingCall, Route};
 use crate::codec::Codec;
 use crate::status::{Code, Status};
@@ -88,8 +88,7 @@ impl CallState {
 /// Where a call's reply goes: encodes the response frame into the connection's outbox.
 pub(crate) struct Replier {
     pub(crate) conn: Arc<ConnShared>,
-    pub(crate) call_id: u64,
-    pub(crate) state: Arc<CallState>,
+    pub(crate) call: Arc<CallFacts>,
     pub(crate) codec: Codec,
 }
 
@@ -98,7 +97,7 @@ impl Replier {
     /// does not encode or is larger than the client accepts. Sends nothing if the call
     /// was already answered (drain timeout) or cancelled.
     pub(crate) fn send_ok<R: serde::Serialize>(&self, reply: &R) {
-        if !self.conn.release(&self.state) {
+        if !self.conn.release(&self.call.state) {
             return;
         }
         let max = self.conn.peer_max_frame;
@@ -106,7 +105,7 @@ impl Replier {
             let mut out = self.conn.outbox.lock();
             let head = wire::encode_response_head(
                 &mut out,
-                self.call_id,
+                self.call.call_id,
                 0,
                 self.codec.id(),
                 Code::Ok,
@@ -132,7 +131,7 @@ impl Replier {
         };
         // We hold the answer: a reply that cannot be sent is answered with its error.
         if let Some(status) = failure {
-            self.conn.send_error(self.call_id, self.codec.id(), &status);
+            self.conn.send_error(self.call.call_id, self.codec.id(), &status);
         }
     }
 }
@@ -172,17 +171,17 @@ fn panicked(method: &str, call_id: u64, msg: &str) -> Status {
 /// change spent ~25 % of server CPU on exactly those).
 pub(crate) fn start_call(start: CallStart) {
     let CallStart { conn, route, call_id, codec, deadline, metadata, idempotent, payload } = start;
-    let state = Arc::new(CallState::new(codec.id()));
-    let ctx = Context {
+    let call = Arc::new(CallFacts {
         call_id,
         method: route.name.clone(),
         peer: conn.peer,
         deadline,
         metadata,
-        state: state.clone(),
         idempotent,
-    };
-    let replier = Replier { conn: conn.clone(), call_id, state: state.clone(), codec };
+        state: CallState::new(codec.id()),
+    });
+    let ctx = Context { call: call.clone() };
+    let replier = Replier { conn: conn.clone(), call: call.clone(), codec };
     let scope = ctx.clone();
     let handler = route.handler.clone();
     let first = CURRENT.sync_scope(scope.clone(), || {
@@ -199,12 +198,12 @@ pub(crate) fn start_call(start: CallStart) {
         Ok((_, Poll::Ready(Err(status)))) => status,
         Err(p) => panicked(&route.name, call_id, &panic_message(&*p)),
         Ok((fut, Poll::Pending)) => {
-            conn.track(call_id, state.clone());
-            tokio::spawn(run_pending(Pending { conn, route, call_id, deadline, state, scope, fut }));
+            conn.track(call_id, call.clone());
+            tokio::spawn(run_pending(Pending { conn, route, deadline, call, scope, fut }));
             return;
         }
     };
-    if conn.release(&state) {
+    if conn.release(&call.state) {
         conn.send_error(call_id, codec.id(), &status);
     }
 }
@@ -213,9 +212,8 @@ pub(crate) fn start_call(start: CallStart) {
 struct Pending {
     conn: Arc<ConnShared>,
     route: Route,
-    call_id: u64,
     deadline: Option<Instant>,
-    state: Arc<CallState>,
+    call: Arc<CallFacts>,
     scope: Context,
     fut: BoxFuture<Result<(), Status>>,
 }
@@ -223,14 +221,13 @@ struct Pending {
 /// Releases a pending call's slot and table entry when its task ends, however it ends.
 struct TaskGuard {
     conn: Arc<ConnShared>,
-    call_id: u64,
-    state: Arc<CallState>,
+    call: Arc<CallFacts>,
 }
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        self.conn.untrack(self.call_id, &self.state);
-        self.conn.release(&self.state);
+        self.conn.untrack(&self.call);
+        self.conn.release(&self.call.state);
     }
 }
 
@@ -243,8 +240,9 @@ enum Outcome {
 
 /// Runs a pending handler to completion, or until its deadline or cancellation.
 async fn run_pending(p: Pending) {
-    let Pending { conn, route, call_id, deadline, state, scope, fut } = p;
-    let _guard = TaskGuard { conn: conn.clone(), call_id, state: state.clone() };
+    let Pending { conn, route, deadline, call, scope, fut } = p;
+    let _guard = TaskGuard { conn: conn.clone(), call: call.clone() };
+    let (state, call_id) = (&call.state, call.call_id);
     let work = with_context(scope, AssertUnwindSafe(fut).catch_unwind());
     // The handler future lives inside this select: whichever branch wins, it is dropped
     // when the select returns, so a cancelled or timed-out handler stops running.
@@ -272,7 +270,7 @@ async fn run_pending(p: Pending) {
         }
     };
     // Only the one who releases the slot answers: a call never gets two responses.
-    if conn.release(&state) {
+    if conn.release(state) {
         conn.send_error(call_id, state.codec, &status);
     }
 }

@@ -13,6 +13,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::builder::ServerShared;
 use super::call::{CallStart, CallState, start_call};
+use super::context::CallFacts;
 use super::handshake::{self, frame_name};
 use crate::codec::{self, Codec};
 use crate::status::{Code, Status};
@@ -27,7 +28,10 @@ pub(crate) struct ConnShared {
     pub(crate) peer_max_frame: u32,
     /// Calls whose handlers run in their own task (the ones a CANCEL can reach). Calls
     /// that finish on their first poll are never here.
-    calls: Mutex<HashMap<u64, Arc<CallState>>>,
+    calls: Mutex<HashMap<u64, Arc<CallFacts>>>,
+    /// How many calls `calls` holds, readable without the lock (usually 0: then the
+    /// duplicate-id check on every request needs no lock at all).
+    tracked: AtomicUsize,
     in_flight: AtomicUsize,
     /// Notified when the last call in flight finishes.
     idle: Notify,
@@ -52,16 +56,34 @@ impl ConnShared {
     }
 
     /// Registers a call that runs in its own task, so a CANCEL can reach it.
-    pub(crate) fn track(&self, call_id: u64, state: Arc<CallState>) {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id, state);
+    pub(crate) fn track(&self, call_id: u64, call: Arc<CallFacts>) {
+        if self.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id, call).is_none() {
+            self.tracked.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Forgets a finished task's call (unless the id now belongs to another call).
-    pub(crate) fn untrack(&self, call_id: u64, state: &Arc<CallState>) {
+    pub(crate) fn untrack(&self, call: &Arc<CallFacts>) {
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        if calls.get(&call_id).is_some_and(|s| Arc::ptr_eq(s, state)) {
-            calls.remove(&call_id);
+        if calls.get(&call.call_id).is_some_and(|c| Arc::ptr_eq(c, call)) {
+            calls.remove(&call.call_id);
+            self.tracked.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+
+    /// Takes a pending call out of the table (for CANCEL and the drain cut-off).
+    fn take_tracked(&self, call_id: u64) -> Option<Arc<CallFacts>> {
+        let taken = self.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
+        if taken.is_some() {
+            self.tracked.fetch_sub(1, Ordering::AcqRel);
+        }
+        taken
+    }
+
+    /// Whether `call_id` is already in flight (only pending calls can be).
+    fn is_tracked(&self, call_id: u64) -> bool {
+        self.tracked.load(Ordering::Acquire) > 0
+            && self.calls.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&call_id)
     }
 
     /// Answers `call_id` with an error status (flagged `not_processed` if the status is).
@@ -91,8 +113,8 @@ impl ConnShared {
     }
 
     fn cancel_all(&self) {
-        for state in self.calls.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            state.cancel();
+        for call in self.calls.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            call.state.cancel();
         }
     }
 
@@ -132,6 +154,7 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
             .unwrap_or(wire::DEFAULT_MAX_FRAME_SIZE)
             .max(wire::MIN_MAX_FRAME_SIZE),
         calls: Mutex::new(HashMap::new()),
+        tracked: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
         idle: Notify::new(),
         server: server.clone(),
@@ -301,10 +324,9 @@ impl ReadLoop {
         match frame {
             Frame::Request(req) => return self.request(req),
             Frame::Cancel { call_id } => {
-                let state = self.conn.calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
-                if let Some(state) = state {
-                    self.conn.release(&state);
-                    state.cancel();
+                if let Some(call) = self.conn.take_tracked(call_id) {
+                    self.conn.release(&call.state);
+                    call.state.cancel();
                 }
             }
             Frame::Ping(data) => wire::encode_pong(&mut self.conn.outbox.lock(), data),
@@ -323,8 +345,7 @@ impl ReadLoop {
         let server = &conn.server;
         let call_id = req.call_id;
         self.last_accepted = self.last_accepted.max(call_id);
-        let duplicate = conn.calls.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&call_id);
-        if duplicate {
+        if conn.is_tracked(call_id) {
             // Answering it would also answer the original call: a connection error.
             self.protocol_error(Status::invalid_argument(format!(
                 "protocol error: call id {call_id} is already in flight on this connection"
@@ -403,18 +424,18 @@ impl ReadLoop {
                 break;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let stuck: Vec<(u64, Arc<CallState>)> =
-                    conn.calls.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
-                for (id, state) in stuck {
+                let stuck: Vec<u64> =
+                    conn.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+                for call in stuck.into_iter().filter_map(|id| conn.take_tracked(id)) {
                     // Claim the answer first: once cancelled, the call's own task would
                     // release the slot without answering.
-                    let ours = conn.release(&state);
-                    state.cancel();
+                    let ours = conn.release(&call.state);
+                    call.state.cancel();
                     if ours {
                         let status = Status::unavailable(
                             "the server stopped this call: it did not finish within the drain timeout",
                         );
-                        conn.send_error(id, state.codec, &status);
+                        conn.send_error(call.call_id, call.state.codec, &status);
                     }
                 }
                 break;

@@ -19,7 +19,7 @@ tokio::task_local! {
 /// The deadline of the server call running on this task, if any: clients use it so that
 /// calls a handler makes inherit what is left of its own deadline.
 pub fn current_deadline() -> Option<Instant> {
-    CURRENT.try_with(|c| c.deadline).ok().flatten()
+    CURRENT.try_with(|c| c.call.deadline).ok().flatten()
 }
 
 /// Runs a handler future with `ctx` as the task's current call context.
@@ -28,15 +28,25 @@ pub(crate) async fn with_context<F: Future>(ctx: Context, fut: F) -> F::Output {
 }
 
 /// A handler's view of its call: deadline, peer, call id, metadata and cancellation.
+///
+/// Cheap to clone (one reference count): the call's facts and its cancellation state
+/// live in one shared allocation.
 #[derive(Debug, Clone)]
 pub struct Context {
+    pub(crate) call: Arc<CallFacts>,
+}
+
+/// What the server knows about a call, shared by its context, its replier and the
+/// connection's table of pending calls.
+#[derive(Debug)]
+pub(crate) struct CallFacts {
     pub(crate) call_id: u64,
     pub(crate) method: Arc<str>,
     pub(crate) peer: SocketAddr,
     pub(crate) deadline: Option<Instant>,
     pub(crate) metadata: Metadata,
-    pub(crate) state: Arc<CallState>,
     pub(crate) idempotent: bool,
+    pub(crate) state: CallState,
 }
 
 impl Context {
@@ -48,53 +58,53 @@ impl Context {
 
     /// The caller's id for this call (unique per connection while in flight).
     pub fn call_id(&self) -> u64 {
-        self.call_id
+        self.call.call_id
     }
 
     /// The full method name, `Service.Method`.
     pub fn method(&self) -> &str {
-        &self.method
+        &self.call.method
     }
 
     /// The caller's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+        self.call.peer
     }
 
     /// When the caller stops waiting, if it set a deadline.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.call.deadline
     }
 
     /// Time left before the deadline (zero once past it); `None` without a deadline.
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+        self.call.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// True when the caller marked the call idempotent (safe to retry or hedge).
     pub fn is_idempotent(&self) -> bool {
-        self.idempotent
+        self.call.idempotent
     }
 
     /// The request metadata.
     pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+        &self.call.metadata
     }
 
     /// True once the caller cancelled, the deadline passed, or the server is stopping
     /// the call. The handler future itself is dropped then; this lets work it spawned
     /// elsewhere stop too.
     pub fn is_cancelled(&self) -> bool {
-        self.state.is_cancelled()
+        self.call.state.is_cancelled()
     }
 
     /// Resolves when the call is cancelled (see [`Context::is_cancelled`]).
     pub async fn cancelled(&self) {
-        self.state.cancelled().await
+        self.call.state.cancelled().await
     }
 
     /// A token that is cancelled with the call, for work spawned on other tasks.
     pub fn cancellation_token(&self) -> CancellationToken {
-        self.state.token()
+        self.call.state.token()
     }
 }

@@ -48,7 +48,7 @@ where
         let args = match call.codec.decode::<A>(&call.payload) {
             Ok(a) => a,
             Err(e) => {
-                let msg = format!("cannot decode the arguments of {}: {e}", ctx.method);
+                let msg = format!("cannot decode the arguments of {}: {e}", ctx.method());
                 return Box::pin(std::future::ready(Err(Status::invalid_argument(msg))));
             }
         };
