@@ -5,7 +5,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use futures_util::FutureExt as _;
@@ -28,8 +28,10 @@ pub(crate) struct CallState {
     answered: AtomicBool,
     cancelled: AtomicBool,
     notify: Notify,
-    /// Made only when a handler asks for a `CancellationToken`.
-    token: OnceLock<CancellationToken>,
+    /// Made only when a handler asks for a `CancellationToken`. A mutex, not a OnceLock:
+    /// `cancel` and `token` each store one thing and read the other, which needs one
+    /// lock (or SeqCst fences) so that neither can miss the other.
+    token: Mutex<Option<CancellationToken>>,
     pub(crate) codec: u8,
 }
 
@@ -39,7 +41,7 @@ impl CallState {
             answered: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
             notify: Notify::new(),
-            token: OnceLock::new(),
+            token: Mutex::new(None),
             codec,
         }
     }
@@ -53,9 +55,13 @@ impl CallState {
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
         self.notify.notify_waiters();
-        if let Some(t) = self.token.get() {
+        if let Some(t) = self.token.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             t.cancel();
         }
+    }
+
+    pub(crate) fn is_answered(&self) -> bool {
+        self.answered.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
@@ -77,7 +83,8 @@ impl CallState {
 
     /// A token cancelled with the call (made on first use).
     pub(crate) fn token(&self) -> CancellationToken {
-        let t = self.token.get_or_init(CancellationToken::new).clone();
+        let mut slot = self.token.lock().unwrap_or_else(|e| e.into_inner());
+        let t = slot.get_or_insert_with(CancellationToken::new).clone();
         if self.is_cancelled() {
             t.cancel(); // cancelled before the token existed
         }
@@ -97,9 +104,9 @@ impl Replier {
     /// does not encode or is larger than the client accepts. Sends nothing if the call
     /// was already answered (drain timeout) or cancelled.
     pub(crate) fn send_ok<R: serde::Serialize>(&self, reply: &R) {
-        if !self.conn.release(&self.call.state) {
+        let Some(_answering) = self.conn.release(&self.call.state) else {
             return;
-        }
+        };
         let max = self.conn.peer_max_frame;
         let failure = {
             let mut out = self.conn.outbox.lock();
@@ -199,11 +206,14 @@ pub(crate) fn start_call(start: CallStart) {
         Err(p) => panicked(&route.name, call_id, &panic_message(&*p)),
         Ok((fut, Poll::Pending)) => {
             conn.track(call_id, call.clone());
-            tokio::spawn(run_pending(Pending { conn, route, deadline, call, scope, fut }));
+            // The guard exists before the task does: a task dropped before its first
+            // poll (runtime shutdown) still releases the slot and its table entry.
+            let guard = TaskGuard { conn: conn.clone(), call: call.clone() };
+            tokio::spawn(run_pending(Pending { conn, route, deadline, call, scope, fut, guard }));
             return;
         }
     };
-    if conn.release(&call.state) {
+    if let Some(_answering) = conn.release(&call.state) {
         conn.send_error(call_id, codec.id(), &status);
     }
 }
@@ -216,6 +226,7 @@ struct Pending {
     call: Arc<CallFacts>,
     scope: Context,
     fut: BoxFuture<Result<(), Status>>,
+    guard: TaskGuard,
 }
 
 /// Releases a pending call's slot and table entry when its task ends, however it ends.
@@ -227,7 +238,7 @@ struct TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.conn.untrack(&self.call);
-        self.conn.release(&self.call.state);
+        drop(self.conn.release(&self.call.state)); // claimed here only if never answered
     }
 }
 
@@ -240,8 +251,7 @@ enum Outcome {
 
 /// Runs a pending handler to completion, or until its deadline or cancellation.
 async fn run_pending(p: Pending) {
-    let Pending { conn, route, deadline, call, scope, fut } = p;
-    let _guard = TaskGuard { conn: conn.clone(), call: call.clone() };
+    let Pending { conn, route, deadline, call, scope, fut, guard: _guard } = p;
     let (state, call_id) = (&call.state, call.call_id);
     let work = with_context(scope, AssertUnwindSafe(fut).catch_unwind());
     // The handler future lives inside this select: whichever branch wins, it is dropped
@@ -270,7 +280,7 @@ async fn run_pending(p: Pending) {
         }
     };
     // Only the one who releases the slot answers: a call never gets two responses.
-    if conn.release(state) {
+    if let Some(_answering) = conn.release(state) {
         conn.send_error(call_id, state.codec, &status);
     }
 }

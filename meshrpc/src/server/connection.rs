@@ -20,6 +20,20 @@ use crate::status::{Code, Status};
 use crate::transport::{FrameReader, Outbox, ReadError, run_writer};
 use crate::wire::{self, Frame, GoAway, Metadata, Request, Settings, flags};
 
+/// Held while a claimed call's response is being queued; dropping it marks the call
+/// answered (and wakes the reader when it was the last one).
+pub(crate) struct Answering<'a> {
+    conn: &'a ConnShared,
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if self.conn.unanswered.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.conn.idle.notify_one();
+        }
+    }
+}
+
 /// State shared by a connection's reader and its call tasks.
 pub(crate) struct ConnShared {
     pub(crate) outbox: Outbox,
@@ -33,26 +47,29 @@ pub(crate) struct ConnShared {
     /// duplicate-id check on every request needs no lock at all).
     tracked: AtomicUsize,
     in_flight: AtomicUsize,
-    /// Notified when the last call in flight finishes.
+    /// Admitted calls whose response is not queued yet (see [`ConnShared::release`]).
+    unanswered: AtomicUsize,
+    /// Notified when the last unanswered call's response is queued.
     idle: Notify,
     server: Arc<ServerShared>,
 }
 
 impl ConnShared {
-    /// Releases a call's slot: true for the first release only, and whoever gets true
-    /// answers the call (reply, error, drain timeout), so a call never gets two answers;
-    /// a CANCEL releases without answering. The slot is released *before* the response
-    /// is queued, so a client that sends its next call as soon as it has an answer never
-    /// finds the connection's limit still taken.
-    pub(crate) fn release(&self, state: &CallState) -> bool {
+    /// Claims a call's answer: `Some` for the first claim only, and whoever gets it is
+    /// the one that answers (reply, error, drain cut-off), so a call never gets two
+    /// answers; a CANCEL claims without answering.
+    ///
+    /// The concurrency slot is freed at once, *before* the response is queued, so a
+    /// client that sends its next call as soon as it has an answer never finds the
+    /// limit still taken. The call counts as unanswered (which keeps a draining or idle
+    /// connection open) until the returned guard drops, after the response is queued.
+    pub(crate) fn release(&self, state: &CallState) -> Option<Answering<'_>> {
         if !state.claim_answer() {
-            return false;
+            return None;
         }
         self.server.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_one();
-        }
-        true
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        Some(Answering { conn: self })
     }
 
     /// Registers a call that runs in its own task, so a CANCEL can reach it.
@@ -83,7 +100,12 @@ impl ConnShared {
     /// Whether `call_id` is already in flight (only pending calls can be).
     fn is_tracked(&self, call_id: u64) -> bool {
         self.tracked.load(Ordering::Acquire) > 0
-            && self.calls.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&call_id)
+            && self
+                .calls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&call_id)
+                .is_some_and(|c| !c.state.is_answered())
     }
 
     /// Answers `call_id` with an error status (flagged `not_processed` if the status is).
@@ -121,6 +143,11 @@ impl ConnShared {
     fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
+
+    /// Admitted calls whose response is not queued yet (drain and idle wait for 0).
+    fn unanswered(&self) -> usize {
+        self.unanswered.load(Ordering::Acquire)
+    }
 }
 
 /// Serves one accepted TCP connection to the end.
@@ -156,6 +183,7 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
         calls: Mutex::new(HashMap::new()),
         tracked: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
+        unanswered: AtomicUsize::new(0),
         idle: Notify::new(),
         server: server.clone(),
     });
@@ -230,7 +258,7 @@ impl ReadLoop {
             return;
         }
         loop {
-            let in_flight = conn.in_flight();
+            let in_flight = conn.unanswered();
             if self.draining && in_flight == 0 {
                 return;
             }
@@ -325,7 +353,7 @@ impl ReadLoop {
             Frame::Request(req) => return self.request(req),
             Frame::Cancel { call_id } => {
                 if let Some(call) = self.conn.take_tracked(call_id) {
-                    self.conn.release(&call.state);
+                    drop(self.conn.release(&call.state)); // claimed without an answer
                     call.state.cancel();
                 }
             }
@@ -371,6 +399,7 @@ impl ReadLoop {
             return Stop::Continue;
         }
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        conn.unanswered.fetch_add(1, Ordering::AcqRel);
         self.idle_since = None;
         start_call(CallStart {
             conn: conn.clone(),
@@ -418,9 +447,9 @@ impl ReadLoop {
         let conn = &self.conn;
         let deadline =
             self.drain_deadline.unwrap_or_else(|| Instant::now() + conn.server.config.drain_timeout);
-        while conn.in_flight() > 0 {
+        while conn.unanswered() > 0 {
             let notified = conn.idle.notified();
-            if conn.in_flight() == 0 {
+            if conn.unanswered() == 0 {
                 break;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -431,7 +460,7 @@ impl ReadLoop {
                     // release the slot without answering.
                     let ours = conn.release(&call.state);
                     call.state.cancel();
-                    if ours {
+                    if let Some(_answering) = ours {
                         let status = Status::unavailable(
                             "the server stopped this call: it did not finish within the drain timeout",
                         );

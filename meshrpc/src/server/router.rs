@@ -93,6 +93,12 @@ impl Service {
     }
 
     /// Registers `method` (called as `Service.method` on the wire).
+    ///
+    /// The handler is polled once right away, on the connection's reader task (most
+    /// handlers finish there, without a task switch); only if it is still pending does
+    /// it move to a task of its own. So do blocking or CPU-heavy work after an `.await`
+    /// (e.g. in `tokio::task::spawn_blocking`), not before the first one, and use
+    /// futures that re-register the waker on every poll, as tokio's and `futures`' do.
     pub fn method<F, Fut, A, R>(mut self, method: impl Into<String>, f: F) -> Service
     where
         F: Fn(Context, A) -> Fut + Send + Sync + 'static,
