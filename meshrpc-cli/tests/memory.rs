@@ -2,38 +2,15 @@
 //! per idle connection, and under a client that pushes requests and never reads.
 //! Both raise the open-files soft limit to the hard limit (children inherit it).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::Duration;
 
 use bytes::BytesMut;
 use meshrpc::wire::{self, Settings};
+use support::listen as start_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const BIN: &str = env!("CARGO_BIN_EXE_meshrpc");
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server() -> (Running, String) {
-    let mut child = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run meshrpc demo --listen");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("first line");
-    let port = first.trim().strip_prefix("PORT ").expect("PORT n").to_string();
-    (Running(child), format!("127.0.0.1:{port}"))
-}
 
 /// Resident set size of a process, in bytes.
 fn rss(pid: u32) -> u64 {
