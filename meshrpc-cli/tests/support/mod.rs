@@ -1,5 +1,5 @@
 //! Shared helpers for the CLI tests: run `meshrpc demo --listen` as a child process.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
