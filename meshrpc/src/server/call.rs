@@ -209,7 +209,7 @@ pub(crate) fn start_call(start: CallStart) {
             // The guard exists before the task does: a task dropped before its first
             // poll (runtime shutdown) still releases the slot and its table entry.
             let guard = TaskGuard { conn: conn.clone(), call: call.clone() };
-            tokio::spawn(run_pending(Pending { conn, route, deadline, call, scope, fut, guard }));
+            tokio::spawn(run_pending(Pending { conn, call, scope, fut, guard }));
             return;
         }
     };
@@ -221,8 +221,6 @@ pub(crate) fn start_call(start: CallStart) {
 /// A call whose handler did not finish on its first poll.
 struct Pending {
     conn: Arc<ConnShared>,
-    route: Route,
-    deadline: Option<Instant>,
     call: Arc<CallFacts>,
     scope: Context,
     fut: BoxFuture<Result<(), Status>>,
@@ -251,7 +249,8 @@ enum Outcome {
 
 /// Runs a pending handler to completion, or until its deadline or cancellation.
 async fn run_pending(p: Pending) {
-    let Pending { conn, route, deadline, call, scope, fut, guard: _guard } = p;
+    let Pending { conn, call, scope, fut, guard: _guard } = p;
+    let (method, deadline) = (&*call.method, call.deadline);
     let (state, call_id) = (&call.state, call.call_id);
     let work = with_context(scope, AssertUnwindSafe(fut).catch_unwind());
     // The handler future lives inside this select: whichever branch wins, it is dropped
@@ -273,10 +272,10 @@ async fn run_pending(p: Pending) {
     let status = match outcome {
         Outcome::Done(Ok(())) | Outcome::Cancelled => return,
         Outcome::Done(Err(s)) => s,
-        Outcome::Panicked(msg) => panicked(&route.name, call_id, &msg),
+        Outcome::Panicked(msg) => panicked(method, call_id, &msg),
         Outcome::TimedOut => {
             state.cancel();
-            Status::deadline_exceeded(format!("{} did not finish within the caller's deadline", route.name))
+            Status::deadline_exceeded(format!("{method} did not finish within the caller's deadline"))
         }
     };
     // Only the one who releases the slot answers: a call never gets two responses.

@@ -392,11 +392,10 @@ impl ReadLoop {
             refuse(server.router.not_found(req.method_str()));
             return Stop::Continue;
         };
-        // `Stop` from admission means "refused": the connection itself goes on.
         if route.exempt {
             server.in_flight.fetch_add(1, Ordering::AcqRel);
-        } else if let Stop::Stop = self.admit(&refuse) {
-            return Stop::Continue;
+        } else if !self.admit(&refuse) {
+            return Stop::Continue; // refused; the connection itself goes on
         }
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
         conn.unanswered.fetch_add(1, Ordering::AcqRel);
@@ -414,21 +413,22 @@ impl ReadLoop {
         Stop::Continue
     }
 
-    /// Draining and limit checks for a call (built-in exempt methods skip them). On
-    /// success the server-wide in-flight count already includes the call.
-    fn admit(&self, refuse: &dyn Fn(Status)) -> Stop {
+    /// Draining and limit checks for a call (built-in exempt methods skip them): false
+    /// when the call was refused (and answered). On success the server-wide in-flight
+    /// count already includes the call.
+    fn admit(&self, refuse: &dyn Fn(Status)) -> bool {
         let conn = &self.conn;
         let server = &conn.server;
         if self.draining {
             refuse(Status::unavailable("the server is shutting down; send this call to another instance"));
-            return Stop::Stop;
+            return false;
         }
         let per_conn = server.config.max_concurrent_calls_per_connection as usize;
         if conn.in_flight() >= per_conn {
             refuse(Status::resource_exhausted(format!(
                 "this connection already has {per_conn} calls in flight, the limit the server advertised"
             )));
-            return Stop::Stop;
+            return false;
         }
         let max = server.config.max_concurrent_calls;
         if server.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
@@ -436,9 +436,9 @@ impl ReadLoop {
             refuse(Status::resource_exhausted(format!(
                 "the server is at its limit of {max} calls in flight"
             )));
-            return Stop::Stop;
+            return false;
         }
-        Stop::Continue
+        true
     }
 
     /// After the read loop: let calls in flight finish within the drain timeout, then
