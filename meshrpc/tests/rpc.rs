@@ -489,3 +489,79 @@ async fn a_panicking_serialize_on_the_client_does_not_corrupt_the_connection() {
     server.shutdown().await;
     assert_no_stray_panics();
 }
+
+/// A server that completes the handshake and then never answers; returns the ids of the
+/// calls it saw and of the CANCELs it got, in order.
+async fn silent_server(listener: tokio::net::TcpListener) -> (Vec<u64>, Vec<u64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut pre = [0u8; 6];
+    s.read_exact(&mut pre).await.unwrap();
+    let mut out = bytes::BytesMut::new();
+    meshrpc::wire::encode_settings(&mut out, &meshrpc::wire::Settings::default());
+    s.write_all(&out).await.unwrap();
+    let (mut calls, mut cancels) = (Vec::new(), Vec::new());
+    let mut buf = bytes::BytesMut::new();
+    while cancels.len() < 2 {
+        match read_frame(&mut s, &mut buf).await {
+            Some(meshrpc::wire::Frame::Request(r)) => calls.push(r.call_id),
+            Some(meshrpc::wire::Frame::Cancel { call_id }) => cancels.push(call_id),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    (calls, cancels)
+}
+
+#[tokio::test]
+async fn a_silent_server_cannot_outlast_a_deadline_and_an_earlier_deadline_is_not_delayed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let script = tokio::spawn(silent_server(listener));
+    let c = Client::connect(addr).await.unwrap();
+    let t0 = Instant::now();
+    let long = CallOptions::new().timeout(Duration::from_millis(900));
+    let short = CallOptions::new().timeout(Duration::from_millis(150));
+    // The long call goes first, so the connection's deadline sweeper is armed for it;
+    // the short call's earlier deadline must still be kept.
+    let first = tokio::spawn({
+        let c = c.clone();
+        async move {
+            let r = c.call_with::<_, i64>("Calculator.Add", &AddArgs { a: 1, b: 2 }, &long).await;
+            (r, t0.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let err = c.call_with::<_, i64>("Calculator.Add", &AddArgs { a: 3, b: 4 }, &short).await.unwrap_err();
+    let short_took = t0.elapsed();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert!(err.message().contains("Calculator.Add"), "the error names the method: {err}");
+    assert!(short_took < Duration::from_millis(600), "the 150 ms call took {short_took:?}");
+    let (r, long_took) = first.await.unwrap();
+    let err = r.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert!(long_took >= Duration::from_millis(900), "the 900 ms call failed early, after {long_took:?}");
+    assert!(long_took < Duration::from_secs(3), "the 900 ms call took {long_took:?}");
+    let (calls, cancels) = tokio::time::timeout(Duration::from_secs(5), script).await.unwrap().unwrap();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(cancels, vec![calls[1], calls[0]], "each expired call is cancelled, the short one first");
+}
+
+#[tokio::test]
+async fn a_call_queued_behind_the_advertised_limit_still_keeps_its_deadline() {
+    let (server, _) = start(|b| b.max_concurrent_calls_per_connection(1)).await;
+    let c = Client::connect(server.local_addr()).await.unwrap();
+    let busy = tokio::spawn({
+        let c = c.clone();
+        async move { c.call::<_, u64>("Test.Sleep", &SleepArgs { ms: 700 }).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = Instant::now();
+    let opts = CallOptions::new().timeout(Duration::from_millis(100));
+    let err = c.call_with::<_, u64>("Test.Sleep", &SleepArgs { ms: 1 }, &opts).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert!(err.message().contains("Test.Sleep"), "{err}");
+    assert!(t0.elapsed() < Duration::from_millis(500), "it waited {:?} for a permit", t0.elapsed());
+    assert_eq!(busy.await.unwrap().unwrap(), 700, "the call holding the permit was not disturbed");
+    server.shutdown().await;
+}

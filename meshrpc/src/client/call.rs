@@ -6,12 +6,14 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::sync::TryAcquireError;
 use tokio::time::Instant;
 
 use super::connection::Connection;
+use super::in_flight::{SWEPT, Sweep};
 use super::options::CallOptions;
 use crate::server::current_deadline;
-use crate::status::Status;
+use crate::status::{Code, Status};
 use crate::wire::{self, Response, flags};
 
 /// Removes the call's slot if its future is dropped before the answer arrived, and
@@ -31,6 +33,21 @@ impl Drop for InFlightGuard<'_> {
         if was_waiting && !self.conn.outbox.is_dead() {
             wire::encode_cancel(&mut self.conn.outbox.lock(), self.call_id);
         }
+    }
+}
+
+/// A call that ran out of time on the client's side.
+pub(crate) fn deadline_exceeded(method: &str) -> Status {
+    Status::deadline_exceeded(format!("{method} did not complete within its deadline"))
+}
+
+/// Runs `fut` until `deadline` (`None` once it passed). Only the slow paths (waiting for
+/// a permit or a connection) use it: a call's wait for its answer is bounded by the
+/// connection's deadline sweeper instead of a timer of its own.
+pub(crate) async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+        None => Some(fut.await),
     }
 }
 
@@ -59,11 +76,18 @@ impl Connection {
         if method.len() > usize::from(u16::MAX) {
             return Err(Status::invalid_argument("the method name is longer than 65,535 bytes"));
         }
-        let _permit = match self.limit.acquire().await {
+        // Calls above the server's advertised limit wait here, within their deadline.
+        let _permit = match self.limit.try_acquire() {
             Ok(p) => p,
-            Err(_) => return Err(self.closed_status()),
+            Err(TryAcquireError::Closed) => return Err(self.closed_status()),
+            Err(TryAcquireError::NoPermits) => match within(deadline, self.limit.acquire()).await {
+                Some(Ok(p)) => p,
+                Some(Err(_)) => return Err(self.closed_status()),
+                None => return Err(deadline_exceeded(method)),
+            },
         };
         let call_id;
+        let sweep;
         {
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let flag_bits = if opts.idempotent { flags::IDEMPOTENT } else { 0 };
@@ -73,7 +97,7 @@ impl Connection {
             // slot exists before the writer can send the request. Lock order: outbox, then
             // table; nothing takes them the other way round.
             call_id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.table().insert(call_id)?;
+            sweep = self.table().insert(call_id, deadline)?;
             let head = wire::encode_request_head(
                 &mut out,
                 call_id,
@@ -107,10 +131,19 @@ impl Connection {
                 return Err(status.with_not_processed(true));
             }
         }
+        if sweep == Sweep::Rearm {
+            self.sweep_rearm.notify_one();
+        }
         let mut guard = InFlightGuard { conn: self, call_id, done: false };
         let result = poll_fn(|cx| self.table().poll(call_id, cx)).await;
         guard.done = true;
-        result
+        match result {
+            // The connection's sweeper failed it (and sent CANCEL): say which call.
+            Err(s) if s.code() == Code::DeadlineExceeded && s.message() == SWEPT => {
+                Err(deadline_exceeded(method))
+            }
+            other => other,
+        }
     }
 
     /// Why a call could not even be sent (always `not_processed`).

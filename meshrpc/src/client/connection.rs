@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,8 @@ pub(crate) struct Connection {
     started: Instant,
     /// Microseconds since `started` at the last read from the socket.
     last_read_us: AtomicU64,
+    /// Wakes the deadline sweeper when a call's deadline is earlier than its alarm.
+    pub(crate) sweep_rearm: Notify,
     shutdown: CancellationToken,
 }
 
@@ -119,6 +121,7 @@ impl Connection {
             server_max_calls,
             started: Instant::now(),
             last_read_us: AtomicU64::new(0),
+            sweep_rearm: Notify::new(),
             shutdown: CancellationToken::new(),
         });
         {
@@ -135,6 +138,7 @@ impl Connection {
             });
         }
         tokio::spawn(read_loop(conn.clone(), reader));
+        tokio::spawn(sweep_deadlines(conn.clone()));
         if let Some(interval) = cfg.keepalive_interval {
             tokio::spawn(keepalive(conn.clone(), interval, cfg.keepalive_timeout));
         }
@@ -265,6 +269,43 @@ async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader<OwnedReadHalf>
         }
     };
     conn.fail(failure);
+}
+
+/// Fails calls whose deadline passed and tells the server (CANCEL). One task per
+/// connection instead of a timer per call: a tokio timer registered and cleared on every
+/// call was ~13 % of the client's CPU at add c=256 (perf, docs/BENCHMARKS.md). The task
+/// sleeps until the earliest deadline it knows of; a call with an earlier one wakes it.
+async fn sweep_deadlines(conn: Arc<Connection>) {
+    let mut expired = Vec::new();
+    let mut wakers = Vec::new();
+    loop {
+        let alarm = conn.table().next_sweep();
+        let fired = tokio::select! {
+            biased;
+            _ = conn.shutdown.cancelled() => return,
+            _ = conn.sweep_rearm.notified() => false,
+            _ = async {
+                match alarm {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+        };
+        if !fired {
+            continue; // a nearer deadline arrived: re-arm
+        }
+        conn.table().sweep(Instant::now(), &mut expired, &mut wakers);
+        for w in wakers.drain(..) {
+            w.wake();
+        }
+        if !expired.is_empty() && !conn.outbox.is_dead() {
+            let mut out = conn.outbox.lock();
+            for id in expired.drain(..) {
+                wire::encode_cancel(&mut out, id);
+            }
+        }
+        expired.clear();
+    }
 }
 
 /// Pings when nothing was read for `interval`; fails the connection if nothing at all

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tokio_util::sync::PollSemaphore;
 
-use super::call::effective_deadline;
+use super::call::{deadline_exceeded, effective_deadline, within};
 use super::config::{ClientBuilder, ClientConfig};
 use super::options::CallOptions;
 use super::pool::Pool;
@@ -189,37 +189,41 @@ impl Client {
         reserved: Option<OwnedSemaphorePermit>,
     ) -> Result<Response, Status> {
         let deadline = effective_deadline(opts.timeout.or(self.inner.config.default_timeout));
-        let work = async {
-            let _permit = match reserved {
-                Some(p) => p,
-                None => self
-                    .inner
-                    .limit
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Status::cancelled("the client is closed").with_not_processed(true))?,
-            };
-            let mut resent = 0;
-            loop {
-                let wait = (resent > 0 || opts.wait_for_ready)
-                    .then(|| deadline.unwrap_or_else(|| Instant::now() + RESEND_WAIT));
-                let conn = self.inner.pool.connection(wait).await?;
-                match conn.call(method, opts, codec.id(), deadline, encode).await {
-                    Err(s) if is_resendable(&s) && resent < MAX_RESENDS => {
-                        resent += 1;
-                        self.inner.stats.resent.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(method, resent, "re-sending a call the server did not process: {s}");
+        let closed = || Status::cancelled("the client is closed").with_not_processed(true);
+        // The deadline bounds the whole chain. Each wait below checks it only on its slow
+        // path; the wait for the answer is bounded by the connection's deadline sweeper.
+        let _permit = match reserved {
+            Some(p) => p,
+            None => match self.inner.limit.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(TryAcquireError::Closed) => return Err(closed()),
+                Err(TryAcquireError::NoPermits) => {
+                    match within(deadline, self.inner.limit.clone().acquire_owned()).await {
+                        Some(Ok(p)) => p,
+                        Some(Err(_)) => return Err(closed()),
+                        None => return Err(deadline_exceeded(method)),
                     }
-                    other => return other,
                 }
-            }
+            },
         };
-        let Some(d) = deadline else { return work.await };
-        match tokio::time::timeout_at(d, work).await {
-            Ok(r) => r,
-            Err(_) => {
-                Err(Status::deadline_exceeded(format!("{method} did not complete within its deadline")))
+        let mut resent = 0;
+        loop {
+            let wait = (resent > 0 || opts.wait_for_ready)
+                .then(|| deadline.unwrap_or_else(|| Instant::now() + RESEND_WAIT));
+            let conn = match self.inner.pool.pick() {
+                Ok(c) => c,
+                Err(i) => match within(deadline, self.inner.pool.reconnect_slot(i, wait)).await {
+                    Some(c) => c?,
+                    None => return Err(deadline_exceeded(method)),
+                },
+            };
+            match conn.call(method, opts, codec.id(), deadline, encode).await {
+                Err(s) if is_resendable(&s) && resent < MAX_RESENDS => {
+                    resent += 1;
+                    self.inner.stats.resent.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(method, resent, "re-sending a call the server did not process: {s}");
+                }
+                other => return other,
             }
         }
     }

@@ -75,15 +75,21 @@ impl Pool {
         Ok((pool, first))
     }
 
-    /// A live connection (round robin over the slots), reconnecting if needed. With
-    /// `wait_until`, waits out backoffs until then instead of failing fast.
-    pub(crate) async fn connection(&self, wait_until: Option<Instant>) -> Result<Arc<Connection>, Status> {
+    /// The next connection in round-robin order if it is live (the fast path, which
+    /// neither waits nor arms a timer), else the index of its slot to reconnect.
+    pub(crate) fn pick(&self) -> Result<Arc<Connection>, usize> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let slot = &self.slots[i];
-        if let Some(c) = slot.live() {
-            return Ok(c);
-        }
-        self.reconnect(slot, wait_until).await
+        self.slots[i].live().ok_or(i)
+    }
+
+    /// Reconnects slot `i` (or returns the connection another caller made meanwhile).
+    /// With `wait_until`, waits out backoffs until then instead of failing fast.
+    pub(crate) async fn reconnect_slot(
+        &self,
+        i: usize,
+        wait_until: Option<Instant>,
+    ) -> Result<Arc<Connection>, Status> {
+        self.reconnect(&self.slots[i % self.slots.len()], wait_until).await
     }
 
     async fn reconnect(&self, slot: &Slot, wait_until: Option<Instant>) -> Result<Arc<Connection>, Status> {
