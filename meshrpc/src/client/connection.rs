@@ -1,7 +1,7 @@
 //! One client connection: handshake, the reader task, keepalive, and closing.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
@@ -38,6 +38,9 @@ pub(crate) struct Connection {
     started: Instant,
     /// Microseconds since `started` at the last read from the socket.
     last_read_us: AtomicU64,
+    /// False once the call table stops taking calls (GOAWAY or closed): lets the pool
+    /// pick a connection without the table's lock, which the reader holds per batch.
+    accepting: AtomicBool,
     /// Wakes the deadline sweeper when a call's deadline is earlier than its alarm.
     pub(crate) sweep_rearm: Notify,
     shutdown: CancellationToken,
@@ -121,6 +124,7 @@ impl Connection {
             server_max_calls,
             started: Instant::now(),
             last_read_us: AtomicU64::new(0),
+            accepting: AtomicBool::new(true),
             sweep_rearm: Notify::new(),
             shutdown: CancellationToken::new(),
         });
@@ -151,7 +155,7 @@ impl Connection {
 
     /// True while the connection takes new calls.
     pub(crate) fn is_open(&self) -> bool {
-        !self.outbox.is_dead() && matches!(self.table().state(), State::Open)
+        self.accepting.load(Ordering::Acquire) && !self.outbox.is_dead()
     }
 
     /// Calls in flight.
@@ -180,6 +184,7 @@ impl Connection {
     pub(crate) fn fail(&self, status: Status) {
         let mut wakers = Vec::new();
         self.table().close(status, &mut wakers);
+        self.accepting.store(false, Ordering::Release);
         self.limit.close();
         self.shutdown.cancel();
         self.outbox.close();
@@ -235,6 +240,7 @@ async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader<OwnedReadHalf>
                             unavailable(format!("{peer} is going away ({why}); the call was not processed"))
                                 .with_not_processed(true);
                         table.go_away(g.last_call_id, status, &mut wakers);
+                        conn.accepting.store(false, Ordering::Release);
                     }
                     Ok(Some(Frame::Pong(_) | Frame::Settings(_))) => {}
                     Ok(Some(Frame::Request(_) | Frame::Cancel { .. })) => {

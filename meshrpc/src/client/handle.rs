@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::PollSemaphore;
 
@@ -189,23 +189,12 @@ impl Client {
         reserved: Option<OwnedSemaphorePermit>,
     ) -> Result<Response, Status> {
         let deadline = effective_deadline(opts.timeout.or(self.inner.config.default_timeout));
-        let closed = || Status::cancelled("the client is closed").with_not_processed(true);
         // The deadline bounds the whole chain. Each wait below checks it only on its slow
         // path; the wait for the answer is bounded by the connection's deadline sweeper.
-        let _permit = match reserved {
-            Some(p) => p,
-            None => match self.inner.limit.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(TryAcquireError::Closed) => return Err(closed()),
-                Err(TryAcquireError::NoPermits) => {
-                    match within(deadline, self.inner.limit.clone().acquire_owned()).await {
-                        Some(Ok(p)) => p,
-                        Some(Err(_)) => return Err(closed()),
-                        None => return Err(deadline_exceeded(method)),
-                    }
-                }
-            },
-        };
+        // Only tower's `poll_ready` reserves from the client-wide limit (`reserved`); a
+        // direct call is bounded by its connection's limit alone, which every call
+        // honours, so it skips a second semaphore (~3 % of client CPU at add c=256).
+        let _permit = reserved;
         let mut resent = 0;
         loop {
             let wait = (resent > 0 || opts.wait_for_ready)

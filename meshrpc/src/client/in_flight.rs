@@ -2,6 +2,7 @@
 //! its result.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::task::{Context, Poll, Waker};
 
 use tokio::time::Instant;
@@ -27,9 +28,31 @@ pub(crate) enum State {
     Closed(Status),
 }
 
+/// Hashes the client's own call ids (sequential, never chosen by a peer) with one
+/// multiplication: SipHash was ~2 % of the client's CPU at add c=256 (perf).
+#[derive(Default)]
+pub(crate) struct CallIdHasher(u64);
+
+impl Hasher for CallIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        // Fibonacci hashing: spreads sequential ids over the top bits hashbrown uses.
+        self.0 = (self.0 ^ id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Calls in flight on one connection.
 pub(crate) struct CallTable {
-    slots: HashMap<u64, Slot>,
+    slots: HashMap<u64, Slot, BuildHasherDefault<CallIdHasher>>,
     state: State,
     /// When the connection's deadline sweeper will next look at the table (`None`: it
     /// sleeps until told). Never later than the earliest deadline of a waiting call.
@@ -51,7 +74,7 @@ pub(crate) enum Sweep {
 
 impl CallTable {
     pub(crate) fn new() -> CallTable {
-        CallTable { slots: HashMap::new(), state: State::Open, next_sweep: None }
+        CallTable { slots: HashMap::default(), state: State::Open, next_sweep: None }
     }
 
     /// Registers a call, unless the connection no longer takes calls.
