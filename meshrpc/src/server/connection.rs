@@ -402,7 +402,7 @@ impl ReadLoop {
         self.idle_since = None;
         start_call(CallStart {
             conn: conn.clone(),
-            route: route.clone(),
+            route,
             call_id,
             codec,
             deadline: req.timeout.map(|t| Instant::now() + t),
