@@ -52,25 +52,31 @@ pub(crate) async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Opti
 }
 
 /// The effective deadline: the call's own timeout, capped by the deadline of the
-/// server call we are running inside (so nested calls inherit what is left).
-pub(crate) fn effective_deadline(timeout: Option<Duration>) -> Option<Instant> {
-    let own = timeout.map(|t| Instant::now() + t);
-    match (own, current_deadline()) {
+/// server call we are running inside (so nested calls inherit what is left). Also
+/// returns the clock reading it used, if it read the clock, so the call path can tell
+/// the server its budget without reading it again (~1.5 % of client CPU at c=256).
+pub(crate) fn effective_deadline(timeout: Option<Duration>) -> (Option<Instant>, Option<Instant>) {
+    let now = timeout.map(|_| Instant::now());
+    let own = timeout.zip(now).map(|(t, now)| now + t);
+    let deadline = match (own, current_deadline()) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
+    };
+    (deadline, now)
 }
 
 impl Connection {
     /// Sends one call on this connection and waits for its response frame (an error
     /// status is `Err`). `encode` appends the payload; `deadline` is told to the server
-    /// as the remaining budget (the caller enforces it).
+    /// as the remaining budget (the caller enforces it), counted from `now` if the caller
+    /// just read the clock.
     pub(crate) async fn call(
         &self,
         method: &str,
         opts: &CallOptions,
         codec: u8,
         deadline: Option<Instant>,
+        mut now: Option<Instant>,
         encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
     ) -> Result<Response, Status> {
         if method.len() > usize::from(u16::MAX) {
@@ -81,7 +87,10 @@ impl Connection {
             Ok(p) => p,
             Err(TryAcquireError::Closed) => return Err(self.closed_status()),
             Err(TryAcquireError::NoPermits) => match within(deadline, self.limit.acquire()).await {
-                Some(Ok(p)) => p,
+                Some(Ok(p)) => {
+                    now = None; // it waited: `now` is stale
+                    p
+                }
                 Some(Err(_)) => return Err(self.closed_status()),
                 None => return Err(deadline_exceeded(method)),
             },
@@ -89,7 +98,7 @@ impl Connection {
         let call_id;
         let sweep;
         {
-            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let remaining = deadline.map(|d| d.saturating_duration_since(now.unwrap_or_else(Instant::now)));
             let flag_bits = if opts.idempotent { flags::IDEMPOTENT } else { 0 };
             let mut out = self.outbox.lock();
             // The id is taken and the slot registered under the write lock, so requests go

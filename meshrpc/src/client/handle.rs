@@ -188,7 +188,7 @@ impl Client {
         encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
         reserved: Option<OwnedSemaphorePermit>,
     ) -> Result<Response, Status> {
-        let deadline = effective_deadline(opts.timeout.or(self.inner.config.default_timeout));
+        let (deadline, mut now) = effective_deadline(opts.timeout.or(self.inner.config.default_timeout));
         // The deadline bounds the whole chain. Each wait below checks it only on its slow
         // path; the wait for the answer is bounded by the connection's deadline sweeper.
         // Only tower's `poll_ready` reserves from the client-wide limit (`reserved`); a
@@ -206,7 +206,8 @@ impl Client {
                     None => return Err(deadline_exceeded(method)),
                 },
             };
-            match conn.call(method, opts, codec.id(), deadline, encode).await {
+            // A re-sent call reads the clock again: time has passed since the first try.
+            match conn.call(method, opts, codec.id(), deadline, now.take(), encode).await {
                 Err(s) if is_resendable(&s) && resent < MAX_RESENDS => {
                     resent += 1;
                     self.inner.stats.resent.fetch_add(1, Ordering::Relaxed);

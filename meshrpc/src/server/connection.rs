@@ -388,7 +388,7 @@ impl ReadLoop {
             )));
             return Stop::Continue;
         };
-        let Some(route) = server.router.get(req.method_str()) else {
+        let Some(route) = server.router.get(&req.method) else {
             refuse(server.router.not_found(req.method_str()));
             return Stop::Continue;
         };
