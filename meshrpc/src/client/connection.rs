@@ -301,16 +301,18 @@ async fn sweep_deadlines(conn: Arc<Connection>) {
             continue; // a nearer deadline arrived: re-arm
         }
         conn.table().sweep(Instant::now(), &mut expired, &mut wakers);
-        for w in wakers.drain(..) {
-            w.wake();
-        }
+        // CANCEL is queued before the callers wake: a caller's next call must reach the
+        // server after the CANCEL that frees the expired call's slot there.
         if !expired.is_empty() && !conn.outbox.is_dead() {
             let mut out = conn.outbox.lock();
-            for id in expired.drain(..) {
-                wire::encode_cancel(&mut out, id);
+            for id in expired.iter() {
+                wire::encode_cancel(&mut out, *id);
             }
         }
         expired.clear();
+        for w in wakers.drain(..) {
+            w.wake();
+        }
     }
 }
 

@@ -114,7 +114,8 @@ pub fn watch_panics() {
 
 /// Fails if any task panicked unexpectedly so far in this test binary.
 pub fn assert_no_stray_panics() {
-    let panics = STRAY_PANICS.lock().unwrap_or_else(|e| e.into_inner());
+    // Copied out first: the assert's own panic runs the hook, which takes this lock.
+    let panics = STRAY_PANICS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert!(panics.is_empty(), "unexpected panics in server or client tasks: {panics:?}");
 }
 
