@@ -1,14 +1,18 @@
 //! [`ClientConfig`] and [`ClientBuilder`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use super::backoff::Backoff;
-use super::handle::{Client, ClientInner, Stats};
+use super::handle::{Client, ClientInner, Stats, Target};
 use super::pool::Pool;
+use crate::balance::{Balanced, Strategy};
 use crate::codec::Codec;
+use crate::discovery::Registry;
+use crate::resilience::RetryBudget;
 use crate::status::Status;
 use crate::wire;
 
@@ -53,10 +57,13 @@ impl Default for ClientConfig {
 }
 
 /// Builds a [`Client`].
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 #[must_use]
 pub struct ClientBuilder {
     config: ClientConfig,
+    strategy: Strategy,
+    filter: BTreeMap<String, String>,
+    budget: Option<RetryBudget>,
 }
 
 impl ClientBuilder {
@@ -102,6 +109,69 @@ impl ClientBuilder {
         self
     }
 
+    /// How a discovered client spreads calls (default: P2C over peak-EWMA latency).
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// A discovered client uses only instances labelled `key` = `value` (e.g. a
+    /// version or a zone); repeat to require several labels.
+    pub fn filter(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.filter.insert(key.into(), value.into());
+        self
+    }
+
+    /// The budget retries and hedges draw on (default: 20 % of calls + 10 per second).
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// A client of every live instance of `service` in `registry`, balanced (see
+    /// [`ClientBuilder::strategy`]). Returns at once: calls made before the first
+    /// instance is known wait for one, within their deadline. Retries (idempotent
+    /// calls, and calls an instance never processed) go to another instance within the
+    /// retry budget; instances that keep failing are ejected for a while.
+    pub fn discover(self, service: &str, registry: Arc<dyn Registry>) -> Client {
+        let balanced = Balanced::start(service, registry, self.strategy, self.filter, self.config.clone());
+        let per_conn = crate::server::ServerConfig::default().max_concurrent_calls_per_connection;
+        let inner = ClientInner {
+            target: Target::Balanced(balanced),
+            config: self.config,
+            limit: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            server_max_calls: per_conn,
+            peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            stats: Stats::default(),
+            budget: self.budget.unwrap_or_default(),
+        };
+        Client::from_inner(inner)
+    }
+
+    /// A client that connects on its first call, so the server need not be up yet;
+    /// `addr` must resolve now. Until a connection is made, the tower readiness limit
+    /// assumes the server's default per-connection limit.
+    pub async fn connect_lazy(self, addr: impl std::fmt::Display) -> Result<Client, Status> {
+        let target = addr.to_string();
+        let peer =
+            tokio::net::lookup_host(&target).await.ok().and_then(|mut a| a.next()).ok_or_else(|| {
+                Status::invalid_argument(format!("cannot resolve {target:?}: expected host:port"))
+            })?;
+        let pool = Pool::new(target, self.config.clone());
+        let per_conn = crate::server::ServerConfig::default().max_concurrent_calls_per_connection;
+        let permits = (per_conn as usize).saturating_mul(self.config.connections.max(1));
+        let inner = ClientInner {
+            target: Target::Single(pool),
+            config: self.config,
+            limit: Arc::new(Semaphore::new(permits.min(Semaphore::MAX_PERMITS))),
+            server_max_calls: per_conn,
+            peer,
+            stats: Stats::default(),
+            budget: self.budget.unwrap_or_default(),
+        };
+        Ok(Client::from_inner(inner))
+    }
+
     /// Connects to `addr` (host:port; resolved again on every reconnect).
     pub async fn connect(self, addr: impl std::fmt::Display) -> Result<Client, Status> {
         let (pool, first) = Pool::connect(addr.to_string(), self.config.clone()).await?;
@@ -109,12 +179,13 @@ impl ClientBuilder {
         // advertised per-connection limit times the connections in the pool.
         let permits = (first.server_max_calls as usize).saturating_mul(self.config.connections.max(1));
         let inner = ClientInner {
-            pool,
+            target: Target::Single(pool),
             config: self.config,
             limit: Arc::new(Semaphore::new(permits.min(Semaphore::MAX_PERMITS))),
             server_max_calls: first.server_max_calls,
             peer: first.peer,
             stats: Stats::default(),
+            budget: self.budget.unwrap_or_default(),
         };
         Ok(Client::from_inner(inner))
     }

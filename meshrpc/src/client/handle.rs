@@ -16,13 +16,16 @@ use super::call::{deadline_exceeded, effective_deadline, within};
 use super::config::{ClientBuilder, ClientConfig};
 use super::options::CallOptions;
 use super::pool::Pool;
+use crate::balance::Balanced;
 use crate::codec::Codec;
+use crate::discovery::Registry;
+use crate::resilience::RetryBudget;
 use crate::status::{Code, Status};
 use crate::wire::Response;
 
 /// How many times one call is re-sent on a new connection after the server refused it
 /// unprocessed (GOAWAY, draining) before the refusal goes back to the caller.
-const MAX_RESENDS: u32 = 5;
+pub(crate) const MAX_RESENDS: u32 = 5;
 
 /// How long a re-sent call without a deadline waits for a new connection.
 const RESEND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -31,6 +34,10 @@ const RESEND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     pub(crate) resent: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) hedges: AtomicU64,
+    /// Calls already fed into the retry budget.
+    pub(crate) budget_seen: AtomicU64,
 }
 
 /// A snapshot of a client's counters.
@@ -40,6 +47,10 @@ pub struct ClientStats {
     /// Calls re-sent on a new connection because the server had not processed them
     /// (it sent GOAWAY or was draining). Not retries: they never ran.
     pub resent: u64,
+    /// Calls sent again after a failure (discovered clients; within the retry budget).
+    pub retries: u64,
+    /// Backup attempts sent for hedged calls.
+    pub hedges: u64,
     /// Connections re-established after one dropped.
     pub reconnects: u64,
     /// Live connections now.
@@ -48,9 +59,18 @@ pub struct ClientStats {
     pub in_flight: usize,
 }
 
+/// Where a client's calls go.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// One server, over a small pool of connections.
+    Single(Pool),
+    /// Every live instance of a discovered service, balanced.
+    Balanced(Arc<Balanced>),
+}
+
 #[derive(Debug)]
 pub(crate) struct ClientInner {
-    pub(crate) pool: Pool,
+    pub(crate) target: Target,
     pub(crate) config: ClientConfig,
     /// Client-wide concurrency, sized from the server's advertised limit; tower's
     /// `poll_ready` reserves from it.
@@ -58,11 +78,31 @@ pub(crate) struct ClientInner {
     pub(crate) server_max_calls: u32,
     pub(crate) peer: SocketAddr,
     pub(crate) stats: Stats,
+    /// Bounds retries and hedges (discovered clients).
+    pub(crate) budget: RetryBudget,
 }
 
 impl Drop for ClientInner {
     fn drop(&mut self) {
-        self.pool.close();
+        if let Target::Single(pool) = &self.target {
+            pool.close();
+        }
+    }
+}
+
+impl ClientInner {
+    /// (live connections, calls in flight, reconnects) over every pool.
+    fn totals(&self) -> (usize, usize, u64) {
+        match &self.target {
+            Target::Single(pool) => {
+                let (c, f) = pool.snapshot();
+                (c, f, pool.reconnects.load(Ordering::Relaxed))
+            }
+            Target::Balanced(b) => b.picker().endpoints.iter().fold((0, 0, 0), |(c, f, r), e| {
+                let (ec, ef) = e.pool.snapshot();
+                (c + ec, f + ef, r + e.pool.reconnects.load(Ordering::Relaxed))
+            }),
+        }
     }
 }
 
@@ -97,6 +137,12 @@ impl Client {
         ClientBuilder::default().connect(addr).await
     }
 
+    /// A balanced client of every live instance of `service` in `registry`, with the
+    /// default strategy (P2C over peak-EWMA latency); see [`ClientBuilder::discover`].
+    pub fn discover(service: &str, registry: Arc<dyn Registry>) -> Client {
+        ClientBuilder::default().discover(service, registry)
+    }
+
     /// A builder for a client with custom settings.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
@@ -114,23 +160,30 @@ impl Client {
 
     /// True while at least one connection takes new calls.
     pub fn is_open(&self) -> bool {
-        self.inner.pool.snapshot().0 > 0
+        self.inner.totals().0 > 0
     }
 
     /// Calls currently in flight.
     pub fn in_flight(&self) -> usize {
-        self.inner.pool.snapshot().1
+        self.inner.totals().1
     }
 
-    /// Counters: re-sent calls, reconnects, live connections, calls in flight.
+    /// Counters: re-sent calls, retries, hedges, reconnects, live connections, calls in flight.
     pub fn stats(&self) -> ClientStats {
-        let (connections, in_flight) = self.inner.pool.snapshot();
+        let (connections, in_flight, reconnects) = self.inner.totals();
         ClientStats {
             resent: self.inner.stats.resent.load(Ordering::Relaxed),
-            reconnects: self.inner.pool.reconnects.load(Ordering::Relaxed),
+            retries: self.inner.stats.retries.load(Ordering::Relaxed),
+            hedges: self.inner.stats.hedges.load(Ordering::Relaxed),
+            reconnects,
             connections,
             in_flight,
         }
+    }
+
+    /// The retry budget this client's retries and hedges draw on.
+    pub fn retry_budget(&self) -> &RetryBudget {
+        &self.inner.budget
     }
 
     /// Calls `method` (`Service.Method`) with `args`, decoding the reply as `R`.
@@ -195,13 +248,19 @@ impl Client {
         // direct call is bounded by its connection's limit alone, which every call
         // honours, so it skips a second semaphore (~3 % of client CPU at add c=256).
         let _permit = reserved;
+        let pool = match &self.inner.target {
+            Target::Single(pool) => pool,
+            Target::Balanced(b) => {
+                return self.invoke_balanced(b, method, opts, codec, encode, deadline, now).await;
+            }
+        };
         let mut resent = 0;
         loop {
             let wait = (resent > 0 || opts.wait_for_ready)
                 .then(|| deadline.unwrap_or_else(|| Instant::now() + RESEND_WAIT));
-            let conn = match self.inner.pool.pick() {
+            let conn = match pool.pick() {
                 Ok(c) => c,
-                Err(i) => match within(deadline, self.inner.pool.reconnect_slot(i, wait)).await {
+                Err(i) => match within(deadline, pool.reconnect_slot(i, wait)).await {
                     Some(c) => c?,
                     None => return Err(deadline_exceeded(method)),
                 },
@@ -222,7 +281,7 @@ impl Client {
 /// A call the server (or the connection, before sending) refused without running it
 /// because the connection was going away: safe to send again on a new connection.
 /// Overload refusals (RESOURCE_EXHAUSTED) go back to the caller instead.
-fn is_resendable(s: &Status) -> bool {
+pub(crate) fn is_resendable(s: &Status) -> bool {
     s.code() == Code::Unavailable && s.not_processed()
 }
 

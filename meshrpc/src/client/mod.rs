@@ -9,6 +9,7 @@
 //! the callers after unlocking.
 
 mod backoff;
+mod balanced;
 mod call;
 mod config;
 mod connection;
@@ -21,3 +22,4 @@ pub use backoff::Backoff;
 pub use config::{ClientBuilder, ClientConfig};
 pub use handle::{Client, ClientStats, RawCall};
 pub use options::CallOptions;
+pub(crate) use pool::Pool;

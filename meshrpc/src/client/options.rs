@@ -16,6 +16,8 @@ pub struct CallOptions {
     pub(crate) idempotent: bool,
     pub(crate) metadata: Metadata,
     pub(crate) wait_for_ready: bool,
+    pub(crate) hash_key: Option<Bytes>,
+    pub(crate) hedge: Option<Duration>,
 }
 
 impl CallOptions {
@@ -56,6 +58,21 @@ impl CallOptions {
     /// instead of failing at once with UNAVAILABLE (gRPC's `wait_for_ready`).
     pub fn wait_for_ready(mut self, wait: bool) -> Self {
         self.wait_for_ready = wait;
+        self
+    }
+
+    /// The key consistent hashing routes this call by (discovered clients using
+    /// `Strategy::ConsistentHash`): calls with the same key go to the same instance.
+    pub fn hash_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.hash_key = Some(key.into());
+        self
+    }
+
+    /// Hedges this call (discovered clients, idempotent calls only): if no answer came
+    /// `after` this long, a backup is sent to another instance and the first answer
+    /// wins. Backups draw on the client's retry budget.
+    pub fn hedge(mut self, after: Duration) -> Self {
+        self.hedge = Some(after);
         self
     }
 

@@ -51,21 +51,26 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// Connects every slot once, so a wrong address fails here, not on the first call.
-    pub(crate) async fn connect(
-        target: String,
-        config: ClientConfig,
-    ) -> Result<(Pool, Arc<Connection>), Status> {
+    /// A pool that connects on first use.
+    pub(crate) fn new(target: String, config: ClientConfig) -> Pool {
         let n = config.connections.max(1);
         let slots: Box<[Slot]> = (0..n).map(|_| Slot::default()).collect();
-        let pool = Pool {
+        Pool {
             target,
             config,
             slots,
             next: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
-        };
+        }
+    }
+
+    /// Connects every slot once, so a wrong address fails here, not on the first call.
+    pub(crate) async fn connect(
+        target: String,
+        config: ClientConfig,
+    ) -> Result<(Pool, Arc<Connection>), Status> {
+        let pool = Pool::new(target, config);
         let mut first = None;
         for slot in pool.slots.iter() {
             let c = pool.reconnect(slot, None).await?;
@@ -157,6 +162,11 @@ impl Pool {
     }
 
     /// Closes every connection; later calls fail with CANCELLED.
+    /// Stops reconnecting (live connections stay until [`Pool::close`]).
+    pub(crate) fn stop_reconnecting(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         for slot in self.slots.iter() {

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::connection::serve_connection;
 use super::router::{Router, Service};
+use crate::discovery::{Announcement, DEFAULT_TTL, Instance, MemoryRegistry, Registry};
 use crate::wire;
 
 /// Server limits and timeouts. `Default` gives the documented defaults.
@@ -72,6 +73,29 @@ pub(crate) struct ServerShared {
     pub(crate) kill: CancellationToken,
     /// False from the moment a graceful shutdown starts (health says NOT_SERVING).
     pub(crate) serving: Arc<AtomicBool>,
+    /// Where and how to announce this server's services.
+    announce: Option<Announce>,
+    /// The running announcement (withdrawn at graceful shutdown).
+    announcement: std::sync::Mutex<Option<Announcement>>,
+}
+
+/// What a server announces in its registry.
+#[derive(Clone)]
+struct Announce {
+    registry: Arc<dyn Registry>,
+    advertise: Option<String>,
+    id: Option<String>,
+    metadata: Vec<(String, String)>,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for Announce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Announce")
+            .field("advertise", &self.advertise)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds a [`Server`]: add services, set limits, then `bind` or `serve`.
@@ -81,12 +105,64 @@ pub struct ServerBuilder {
     config: ServerConfig,
     router: Router,
     errors: Vec<String>,
+    announce: Option<Announce>,
 }
 
 impl ServerBuilder {
     /// Adds a service; several services share one port.
     pub fn add_service(mut self, service: impl Into<Service>) -> Self {
         if let Err(e) = self.router.add(service.into()) {
+            self.errors.push(e);
+        }
+        self
+    }
+
+    /// Announces every service of this server in `registry` while it runs: registered
+    /// under a lease (default TTL 10 s) kept alive in the background and registered
+    /// again if lost; deregistered at graceful shutdown, before the shutdown grace.
+    pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.announce =
+            Some(Announce { registry, advertise: None, id: None, metadata: Vec::new(), ttl: DEFAULT_TTL });
+        self
+    }
+
+    /// The address announced to the registry (default: the bound address, with an
+    /// unspecified IP replaced by 127.0.0.1).
+    pub fn advertise_addr(mut self, addr: impl Into<String>) -> Self {
+        if let Some(a) = &mut self.announce {
+            a.advertise = Some(addr.into());
+        }
+        self
+    }
+
+    /// The instance id announced (default: the advertised address, unique per socket).
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        if let Some(a) = &mut self.announce {
+            a.id = Some(id.into());
+        }
+        self
+    }
+
+    /// A metadata label announced with each instance (`version`, `zone`, `weight`, …).
+    pub fn instance_meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        if let Some(a) = &mut self.announce {
+            a.metadata.push((key.into(), value.into()));
+        }
+        self
+    }
+
+    /// The TTL of the announcement's lease: how long a crashed server stays listed.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        if let Some(a) = &mut self.announce {
+            a.ttl = ttl;
+        }
+        self
+    }
+
+    /// Also serves the dev registry (`meshrpc.Registry`) backed by `registry`: what
+    /// `meshrpc registry --listen ADDR` runs.
+    pub fn dev_registry(mut self, registry: MemoryRegistry) -> Self {
+        if let Err(e) = self.router.add_builtin(crate::discovery::dev::service(registry)) {
             self.errors.push(e);
         }
         self
@@ -176,6 +252,8 @@ impl ServerBuilder {
             drain: CancellationToken::new(),
             kill: CancellationToken::new(),
             serving,
+            announce: self.announce,
+            announcement: std::sync::Mutex::new(None),
         });
         Ok(Server { listener, shared })
     }
@@ -210,8 +288,39 @@ impl Server {
         self.shared.router.names().into_iter().map(str::to_string).collect()
     }
 
+    /// The instances this server announces (one per user service).
+    fn instances(&self) -> Option<(Arc<dyn Registry>, Vec<Instance>, Duration)> {
+        let a = self.shared.announce.as_ref()?;
+        let addr = a.advertise.clone().unwrap_or_else(|| {
+            let mut local = self.local_addr();
+            if local.ip().is_unspecified() {
+                local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            local.to_string()
+        });
+        let id = a.id.clone().unwrap_or_else(|| addr.clone());
+        let mut services: Vec<String> = self.shared.router.service_names().iter().cloned().collect();
+        services.retain(|s| s != "meshrpc" && !s.starts_with("meshrpc."));
+        services.sort();
+        let instances = services
+            .into_iter()
+            .map(|svc| {
+                let mut i = Instance::new(svc, id.clone(), addr.clone());
+                for (k, v) in &a.metadata {
+                    i = i.with_meta(k.clone(), v.clone());
+                }
+                i
+            })
+            .collect();
+        Some((a.registry.clone(), instances, a.ttl))
+    }
+
     /// Serves until shut down through a [`ServerHandle`] (see [`Server::spawn`]).
     pub async fn run(self) {
+        if let Some((registry, instances, ttl)) = self.instances() {
+            let a = Announcement::start(registry, instances, ttl);
+            *self.shared.announcement.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
+        }
         let tracker = TaskTracker::new();
         let shutdown = self.shared.shutdown.clone();
         loop {
@@ -265,6 +374,11 @@ impl ServerHandle {
     /// finish (within the drain timeout), and close. Resolves when done.
     pub async fn shutdown(self) {
         self.shared.serving.store(false, Ordering::Release);
+        // Out of the registry first: the grace then lets watchers see it go.
+        let announced = self.shared.announcement.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(a) = announced {
+            a.withdraw(Duration::from_secs(2)).await;
+        }
         let grace = self.shared.config.shutdown_grace;
         if !grace.is_zero() {
             tokio::time::sleep(grace).await;
@@ -282,6 +396,8 @@ impl ServerHandle {
     /// dropped without GOAWAY; calls in flight are cancelled.
     pub fn abort(&self) {
         self.shared.serving.store(false, Ordering::Release);
+        // Like a crash: the lease is no longer renewed and expires.
+        drop(self.shared.announcement.lock().unwrap_or_else(|e| e.into_inner()).take());
         self.shared.kill.cancel();
         self.task.abort();
     }

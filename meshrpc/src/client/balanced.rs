@@ -1,0 +1,303 @@
+//! The call path of a discovered client: pick an instance, call it, learn from the
+//! answer (latency, failures), retry elsewhere within the budget, hedge if asked.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use super::call::{deadline_exceeded, within};
+use super::handle::{Client, MAX_RESENDS, Target, is_resendable};
+use super::options::CallOptions;
+use crate::balance::{Balanced, Endpoint, Picker, counts_as_failure};
+use crate::codec::Codec;
+use crate::discovery::Instance;
+use crate::fanout;
+use crate::resilience::SAME_INSTANCE_BACKOFF;
+use crate::status::{Code, Status};
+use crate::wire::Response;
+
+/// How long a call without a deadline waits for a first instance to appear.
+const NO_INSTANCE_WAIT: Duration = Duration::from_secs(5);
+
+/// At most this many attempts of one hedged call.
+const MAX_HEDGES: usize = 3;
+
+/// Counts a call in flight on an endpoint for as long as it lives (also when dropped).
+struct InFlight<'a>(&'a Endpoint);
+
+impl<'a> InFlight<'a> {
+    fn new(e: &'a Endpoint) -> InFlight<'a> {
+        e.in_flight.fetch_add(1, Ordering::AcqRel);
+        e.calls.fetch_add(1, Ordering::Relaxed);
+        InFlight(e)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether a failed call may be sent again: anything the server never processed, and
+/// idempotent calls, on unavailability and overload only.
+fn retryable(s: &Status, opts: &CallOptions) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::ResourceExhausted) && (s.not_processed() || opts.idempotent)
+}
+
+impl Client {
+    /// One call of a discovered client (see the module docs).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn invoke_balanced(
+        &self,
+        b: &Arc<Balanced>,
+        method: &str,
+        opts: &CallOptions,
+        codec: Codec,
+        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
+        deadline: Option<Instant>,
+        now: Option<Instant>,
+    ) -> Result<Response, Status> {
+        match opts.hedge {
+            Some(after) if opts.idempotent => {
+                self.hedged(b, method, opts, codec, encode, deadline, after).await
+            }
+            _ => self.balanced_attempts(b, method, opts, codec, encode, deadline, now, None).await,
+        }
+    }
+
+    /// A hedged call: up to [`MAX_HEDGES`] staggered attempts, each on its own instance
+    /// where possible; backups draw on the retry budget.
+    #[allow(clippy::too_many_arguments)]
+    async fn hedged(
+        &self,
+        b: &Arc<Balanced>,
+        method: &str,
+        opts: &CallOptions,
+        codec: Codec,
+        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
+        deadline: Option<Instant>,
+        after: Duration,
+    ) -> Result<Response, Status> {
+        let n = b.picker().endpoints.len().clamp(1, MAX_HEDGES);
+        let attempts = (0..n).map(|k| {
+            Box::pin(async move {
+                if k > 0 {
+                    if !self.inner.budget.try_retry() {
+                        return Err(Status::unavailable("hedge not sent: the retry budget is spent"));
+                    }
+                    self.inner.stats.hedges.fetch_add(1, Ordering::Relaxed);
+                }
+                self.balanced_attempts(b, method, opts, codec, encode, deadline, None, Some(k)).await
+            })
+        });
+        let mut group = fanout::hedged(after, attempts);
+        if let Some(d) = deadline {
+            group = group.deadline_at(d);
+        }
+        match group.run().await {
+            Ok((_, r)) => Ok(r),
+            Err(s) if s.code() == Code::DeadlineExceeded => Err(deadline_exceeded(method)),
+            Err(s) => Err(s),
+        }
+    }
+
+    /// Picks, calls, and retries within the budget; `hedge` is the attempt number of a
+    /// hedged call (it starts on a different instance than earlier attempts).
+    #[allow(clippy::too_many_arguments)]
+    async fn balanced_attempts(
+        &self,
+        b: &Arc<Balanced>,
+        method: &str,
+        opts: &CallOptions,
+        codec: Codec,
+        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
+        deadline: Option<Instant>,
+        mut now: Option<Instant>,
+        hedge: Option<usize>,
+    ) -> Result<Response, Status> {
+        let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+        let mut resent = 0;
+        let mut changes = None;
+        let key = opts.hash_key.as_deref();
+        loop {
+            let picker = b.picker();
+            let pick = match hedge {
+                // Attempt k of a hedge starts k instances further on.
+                Some(k) if tried.is_empty() && k > 0 => {
+                    let first = picker.pick(key, &[], Instant::now());
+                    first.map(|i| (i + k) % picker.endpoints.len().max(1))
+                }
+                _ => picker.pick(key, &tried, Instant::now()),
+            };
+            let Some(i) = pick else {
+                // No instance (yet): wait for the set to change, within the deadline.
+                let rx = changes.get_or_insert_with(|| b.subscribe());
+                let until = deadline.unwrap_or_else(|| Instant::now() + NO_INSTANCE_WAIT);
+                match tokio::time::timeout_at(until, rx.changed()).await {
+                    Ok(Ok(())) => continue,
+                    _ => {
+                        return Err(Status::unavailable(format!(
+                            "no live instance of service {:?} (waited for one until the deadline)",
+                            b.service
+                        ))
+                        .with_not_processed(true));
+                    }
+                }
+            };
+            let ep = picker.endpoints[i].clone();
+            let (result, reached) =
+                self.endpoint_call(b, &picker, i, method, opts, codec, encode, deadline, now.take()).await;
+            let status = match result {
+                Ok(r) => return Ok(r),
+                Err(s) => s,
+            };
+            if reached && is_resendable(&status) && resent < MAX_RESENDS {
+                // The server refused it unprocessed while going away (GOAWAY, draining):
+                // a re-send, preferably elsewhere, not a retry.
+                resent += 1;
+                self.inner.stats.resent.fetch_add(1, Ordering::Relaxed);
+                tried.push(ep);
+                continue;
+            }
+            if !retryable(&status, opts) || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(status);
+            }
+            self.count_calls(&picker.endpoints);
+            if !self.inner.budget.try_retry() {
+                return Err(Status::new(
+                    status.code(),
+                    format!("{} (not retried: the retry budget is spent)", status.message()),
+                ));
+            }
+            self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(method, instance = %ep.instance.id, "retrying elsewhere after: {status}");
+            tried.push(ep);
+            let live = picker.endpoints.iter().filter(|e| !e.retired.load(Ordering::Relaxed)).count();
+            if tried.len() >= live {
+                // Every instance failed this call: back off, then start over.
+                tried.clear();
+                let pause = Instant::now() + SAME_INSTANCE_BACKOFF;
+                if deadline.is_some_and(|d| d <= pause) {
+                    return Err(status);
+                }
+                tokio::time::sleep_until(pause).await;
+            }
+        }
+    }
+
+    /// One attempt on endpoint `i` of `picker`, learning from the outcome (latency,
+    /// passive health). The flag says whether a connection was reached (false: the
+    /// instance could not be connected to).
+    #[allow(clippy::too_many_arguments)]
+    async fn endpoint_call(
+        &self,
+        b: &Balanced,
+        picker: &Picker,
+        i: usize,
+        method: &str,
+        opts: &CallOptions,
+        codec: Codec,
+        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
+        deadline: Option<Instant>,
+        now: Option<Instant>,
+    ) -> (Result<Response, Status>, bool) {
+        let ep = &picker.endpoints[i];
+        let _counted = InFlight::new(ep);
+        let t0 = Instant::now();
+        let conn = match ep.pool.pick() {
+            Ok(c) => Ok(c),
+            Err(slot) => match within(deadline, ep.pool.reconnect_slot(slot, None)).await {
+                Some(c) => c,
+                None => Err(deadline_exceeded(method)),
+            },
+        };
+        let (r, reached) = match conn {
+            Ok(conn) => (conn.call(method, opts, codec.id(), deadline, now, encode).await, true),
+            Err(s) => (Err(s), false),
+        };
+        let t1 = Instant::now();
+        ep.observe(t1 - t0, t1, &r.as_ref().map(|_| ()));
+        if let Err(s) = &r
+            && counts_as_failure(s)
+        {
+            b.failed(picker, i, t1);
+        }
+        (r, reached)
+    }
+
+    /// Feeds the calls made since the last retry into the budget.
+    fn count_calls(&self, endpoints: &[Arc<Endpoint>]) {
+        let total: u64 = endpoints.iter().map(|e| e.calls.load(Ordering::Relaxed)).sum();
+        let last = self.inner.stats.budget_seen.swap(total, Ordering::Relaxed);
+        self.inner.budget.record_calls(total.saturating_sub(last));
+    }
+
+    /// Calls `method` on every live instance at once (a discovered client; a client of
+    /// one server calls that one) and returns each instance's result. One failing never
+    /// cancels the others; the call options' timeout bounds the whole broadcast.
+    pub async fn broadcast<A, R>(
+        &self,
+        method: &str,
+        args: &A,
+        opts: &CallOptions,
+    ) -> Vec<(Instance, Result<R, Status>)>
+    where
+        A: Serialize + Sync + ?Sized,
+        R: DeserializeOwned + Send,
+    {
+        let codec = opts.codec.unwrap_or(self.inner.config.codec);
+        let mut payload = BytesMut::new();
+        if let Err(e) = codec.encode(args, &mut payload) {
+            let status = Status::invalid_argument(format!("cannot encode the arguments of {method}: {e}"));
+            return vec![(Instance::new("", "", self.inner.peer.to_string()), Err(status))];
+        }
+        let payload = payload.freeze();
+        let encode = |out: &mut BytesMut| {
+            out.extend_from_slice(&payload);
+            Ok(())
+        };
+        let deadline = opts.timeout.or(self.inner.config.default_timeout).map(|t| Instant::now() + t);
+        let decode = |r: Result<Response, Status>| {
+            r.and_then(|resp| {
+                Codec::from_id(resp.codec)
+                    .unwrap_or(codec)
+                    .decode::<R>(&resp.payload)
+                    .map_err(|e| Status::internal(format!("cannot decode the reply of {method}: {e}")))
+            })
+        };
+        match &self.inner.target {
+            Target::Single(_) => {
+                let addr = self.inner.peer.to_string();
+                let r = self.invoke(method, opts, codec, &encode, None).await;
+                vec![(Instance::new("", addr.clone(), addr), decode(r))]
+            }
+            Target::Balanced(b) => {
+                let picker = b.picker();
+                let live: Vec<usize> = (0..picker.endpoints.len())
+                    .filter(|&i| !picker.endpoints[i].retired.load(Ordering::Relaxed))
+                    .collect();
+                let calls = live.iter().map(|&i| {
+                    let (picker, encode) = (&picker, &encode);
+                    async move {
+                        self.endpoint_call(b, picker, i, method, opts, codec, encode, deadline, None).await.0
+                    }
+                });
+                let mut group = fanout::all(calls);
+                if let Some(d) = deadline {
+                    group = group.deadline_at(d);
+                }
+                let results = group.run().await;
+                live.iter()
+                    .map(|&i| picker.endpoints[i].instance.clone())
+                    .zip(results.into_iter().map(decode))
+                    .collect()
+            }
+        }
+    }
+}

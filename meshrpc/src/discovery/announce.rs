@@ -1,0 +1,109 @@
+//! [`Announcement`]: keeps a server's instances registered: registers them, renews
+//! their lease, registers again when the lease is lost, deregisters on request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::instance::Instance;
+use super::registry::{LeaseId, Registry};
+use crate::client::Backoff;
+use crate::status::Code;
+
+/// The default lease TTL: a crashed server disappears this long after it died.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+/// Instances kept registered by a background task until [`Announcement::withdraw`]
+/// (or drop, which stops renewing and lets the leases expire).
+#[derive(Debug)]
+pub struct Announcement {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    registered: watch::Receiver<usize>,
+}
+
+impl Announcement {
+    /// Starts announcing `instances` in `registry` with leases of `ttl`, renewed every
+    /// third of it.
+    pub fn start(registry: Arc<dyn Registry>, instances: Vec<Instance>, ttl: Duration) -> Announcement {
+        let (stop, stop_rx) = watch::channel(false);
+        let (reg_tx, registered) = watch::channel(0);
+        let task = tokio::spawn(keep(registry, instances, ttl, stop_rx, reg_tx));
+        Announcement { stop, task: Some(task), registered }
+    }
+
+    /// Waits until every instance has been registered once (at most `timeout`); false
+    /// on timeout (the registry is unreachable; the task keeps trying).
+    pub async fn registered(&mut self, want: usize, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.registered.wait_for(|n| *n >= want)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Deregisters every instance (best effort, within `timeout`) and stops renewing.
+    pub async fn withdraw(mut self, timeout: Duration) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(timeout, task).await;
+        }
+    }
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn keep(
+    registry: Arc<dyn Registry>,
+    instances: Vec<Instance>,
+    ttl: Duration,
+    mut stop: watch::Receiver<bool>,
+    registered: watch::Sender<usize>,
+) {
+    let backoff = Backoff::new(Duration::from_millis(100), ttl.max(Duration::from_secs(1)));
+    let mut leases: Vec<Option<LeaseId>> = vec![None; instances.len()];
+    let mut failures = 0u32;
+    loop {
+        let mut all_ok = true;
+        for (inst, lease) in instances.iter().zip(leases.iter_mut()) {
+            let result = match *lease {
+                Some(id) => match registry.keep_alive(id).await {
+                    Err(e) if e.code() == Code::NotFound => {
+                        tracing::info!(service = %inst.service, id = %inst.id, "lease lost ({e}); registering again");
+                        *lease = None;
+                        registry.register(inst, ttl).await.map(|id| *lease = Some(id))
+                    }
+                    other => other,
+                },
+                None => registry.register(inst, ttl).await.map(|id| *lease = Some(id)),
+            };
+            if let Err(e) = result {
+                all_ok = false;
+                tracing::debug!(service = %inst.service, "registry unreachable ({e}); retrying");
+            }
+        }
+        registered.send_replace(leases.iter().filter(|l| l.is_some()).count());
+        let wait = if all_ok {
+            failures = 0;
+            ttl / 3
+        } else {
+            failures += 1;
+            backoff.delay(failures).min(ttl / 3)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    for (inst, lease) in instances.iter().zip(leases) {
+        if let Some(id) = lease
+            && let Err(e) = registry.deregister(inst, id).await
+        {
+            tracing::debug!(service = %inst.service, "deregistration failed ({e}); the lease will expire");
+        }
+    }
+}
