@@ -5,6 +5,8 @@
 
 mod endpoint;
 mod picker;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};

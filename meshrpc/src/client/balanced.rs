@@ -85,6 +85,8 @@ impl Client {
         after: Duration,
     ) -> Result<Response, Status> {
         let n = b.picker().endpoints.len().clamp(1, MAX_HEDGES);
+        let used = std::sync::Mutex::new(Vec::new());
+        let used = &used;
         let attempts = (0..n).map(|k| {
             Box::pin(async move {
                 if k > 0 {
@@ -93,7 +95,7 @@ impl Client {
                     }
                     self.inner.stats.hedges.fetch_add(1, Ordering::Relaxed);
                 }
-                self.balanced_attempts(b, method, opts, codec, encode, deadline, None, Some(k)).await
+                self.balanced_attempts(b, method, opts, codec, encode, deadline, None, Some(used)).await
             })
         });
         let mut group = fanout::hedged(after, attempts);
@@ -107,8 +109,8 @@ impl Client {
         }
     }
 
-    /// Picks, calls, and retries within the budget; `hedge` is the attempt number of a
-    /// hedged call (it starts on a different instance than earlier attempts).
+    /// Picks, calls, and retries within the budget; `hedge` holds the instances a hedged
+    /// call's earlier attempts went to (this one avoids them while others are left).
     #[allow(clippy::too_many_arguments)]
     async fn balanced_attempts(
         &self,
@@ -119,7 +121,7 @@ impl Client {
         encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
         deadline: Option<Instant>,
         mut now: Option<Instant>,
-        hedge: Option<usize>,
+        hedge: Option<&std::sync::Mutex<Vec<Arc<Endpoint>>>>,
     ) -> Result<Response, Status> {
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         let mut resent = 0;
@@ -128,12 +130,17 @@ impl Client {
         loop {
             let picker = b.picker();
             let pick = match hedge {
-                // Attempt k of a hedge starts k instances further on.
-                Some(k) if tried.is_empty() && k > 0 => {
-                    let first = picker.pick(key, &[], Instant::now());
-                    first.map(|i| (i + k) % picker.endpoints.len().max(1))
+                // A hedge's attempt avoids the instances earlier attempts went to.
+                Some(used) => {
+                    let mut used = used.lock().unwrap_or_else(|e| e.into_inner());
+                    let avoid: Vec<Arc<Endpoint>> = used.iter().chain(tried.iter()).cloned().collect();
+                    let i = picker.pick(key, &avoid, Instant::now());
+                    if let Some(i) = i {
+                        used.push(picker.endpoints[i].clone());
+                    }
+                    i
                 }
-                _ => picker.pick(key, &tried, Instant::now()),
+                None => picker.pick(key, &tried, Instant::now()),
             };
             let Some(i) = pick else {
                 // No instance (yet): wait for the set to change, within the deadline.
