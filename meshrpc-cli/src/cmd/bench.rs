@@ -213,17 +213,21 @@ async fn bench(args: BenchArgs) -> Result<ExitCode, String> {
             let mut t = Tally::default();
             let mut buf: Vec<u8> = (0..1024u32).map(|k| (k * 31 + i as u32) as u8).collect();
             let mut seq = 0u64;
+            // One clock reading per call: a call's end is the next one's start (the loop
+            // sends the next call at once), so latency also covers the reply's check.
+            let mut t0 = Instant::now();
             loop {
-                let t0 = Instant::now();
                 if t0 >= end || stop.load(Ordering::Relaxed) || quota.is_some_and(|q| t.ok + t.errors >= q) {
                     break;
                 }
                 let r = target.call(i as u64, seq, &opts, &mut buf).await;
                 seq += 1;
-                if t0 < measure_from {
+                let t1 = Instant::now();
+                let started = std::mem::replace(&mut t0, t1);
+                if started < measure_from {
                     continue;
                 }
-                let ns = t0.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+                let ns = t1.saturating_duration_since(started).as_nanos().min(u128::from(u64::MAX)) as u64;
                 match r {
                     Ok(()) => {
                         t.ok += 1;
