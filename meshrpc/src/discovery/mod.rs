@@ -11,6 +11,8 @@
 
 mod announce;
 pub(crate) mod dev;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod instance;
 mod memory;
 mod registry;
@@ -18,6 +20,8 @@ mod watch;
 
 pub use announce::{Announcement, DEFAULT_TTL};
 pub use dev::{DevRegistry, REGISTRY_SERVICE};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdRegistry, KEY_PREFIX};
 pub use instance::{Cursor, Instance, Snapshot};
 pub use memory::MemoryRegistry;
 pub use registry::{LeaseId, Registry};
