@@ -22,6 +22,14 @@ enum Command {
     Call(cmd::call::CallArgs),
     /// Load-test a server: closed loop, every reply verified, latency percentiles.
     Bench(cmd::bench::BenchArgs),
+    /// Run a dev registry (service discovery for one machine) until Ctrl-C.
+    Registry(cmd::registry::RegistryServeArgs),
+    /// List the services in a registry and their instances.
+    List(cmd::registry::ListArgs),
+    /// Follow a service's instances in a registry, printing each change.
+    Watch(cmd::registry::WatchArgs),
+    /// Call a method on every live instance of a service at once; one result each.
+    Fanout(cmd::fanout::FanoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +53,10 @@ fn main() -> ExitCode {
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Call(args) => cmd::call::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Registry(args) => cmd::registry::serve(args).await,
+            Command::List(args) => cmd::registry::list(args).await,
+            Command::Watch(args) => cmd::registry::watch(args).await,
+            Command::Fanout(args) => cmd::fanout::run(args).await,
         }
     })
 }

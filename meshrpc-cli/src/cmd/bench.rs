@@ -21,8 +21,14 @@ use tokio::time::Instant;
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// Server address, e.g. 127.0.0.1:7001 (a `meshrpc demo --listen` server for the built-in workloads).
-    #[arg(long, value_name = "ADDR")]
-    addr: String,
+    #[arg(long, value_name = "ADDR", required_unless_present = "service", conflicts_with = "service")]
+    addr: Option<String>,
+    /// Load-test a service found in a registry instead, balanced over its instances
+    /// (each requester's client has one connection per instance).
+    #[arg(long, value_name = "NAME", requires = "registry_or_etcd")]
+    service: Option<String>,
+    #[command(flatten)]
+    registry: super::target::RegistryArgs,
     /// Built-in workload: `add` (Calculator.Add, sums checked) or `echo1k` (Echo.Echo, 1 KiB compared).
     #[arg(long, value_enum, default_value_t = Workload::Add)]
     workload: Workload,
@@ -162,10 +168,27 @@ async fn bench(args: BenchArgs) -> Result<ExitCode, String> {
     let n = args.connections.unwrap_or(if c == 1 { 1 } else { 4 }).clamp(1, c);
     let codec = Codec::from(args.codec);
     let mut clients = Vec::with_capacity(n);
+    let registry = args.registry.connect().await?;
     for _ in 0..n {
-        let client = Client::builder().codec(codec).connect(&args.addr).await.map_err(|s: Status| {
-            format!("{s}\nhint: start a server first, e.g. `meshrpc demo --listen {}`", args.addr)
-        })?;
+        let client = match (&args.addr, &args.service, &registry) {
+            (Some(addr), _, _) => {
+                Client::builder().codec(codec).connect(addr).await.map_err(|s: Status| {
+                    format!("{s}\nhint: start a server first, e.g. `meshrpc demo --listen {addr}`")
+                })?
+            }
+            (None, Some(service), Some(reg)) => {
+                let client = Client::builder().codec(codec).discover(service, reg.clone());
+                if client.instances(Duration::from_secs(5)).await.is_empty() {
+                    return Err(format!("no live instance of {service} in the registry"));
+                }
+                client
+            }
+            _ => {
+                return Err(
+                    "give --addr ADDR, or --service NAME with --registry ADDR or --etcd ENDPOINTS".into()
+                );
+            }
+        };
         clients.push(client);
     }
     let raw_payload = match &args.args {

@@ -4,14 +4,21 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use meshrpc::{CallOptions, Client, Codec};
+use meshrpc::{CallOptions, Codec};
+
+use super::target::{RegistryArgs, connect_client};
 
 /// Arguments of `meshrpc call`.
 #[derive(Debug, Args)]
 pub(crate) struct CallArgs {
     /// Server address, e.g. 127.0.0.1:7001.
-    #[arg(long, value_name = "ADDR")]
-    addr: String,
+    #[arg(long, value_name = "ADDR", required_unless_present = "service", conflicts_with = "service")]
+    addr: Option<String>,
+    /// Call a service found in a registry instead (balanced over its instances).
+    #[arg(long, value_name = "NAME", requires = "registry_or_etcd")]
+    service: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Method to call, as Service.Method (e.g. Calculator.Add).
     #[arg(value_name = "METHOD")]
     method: String,
@@ -45,17 +52,16 @@ pub(crate) async fn run(args: CallArgs) -> ExitCode {
         };
         opts = opts.metadata(k.to_string(), v.as_bytes().to_vec());
     }
-    let client = match Client::builder().connect_timeout(args.timeout).connect(args.addr.as_str()).await {
-        Ok(c) => c,
-        Err(status) => {
-            eprintln!("{status}");
-            eprintln!(
-                "hint: is a meshrpc server listening on {}? (try: meshrpc demo --listen {})",
-                args.addr, args.addr
-            );
-            return ExitCode::FAILURE;
-        }
-    };
+    let client =
+        match connect_client(args.addr.as_deref(), args.service.as_deref(), &args.registry, args.timeout)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
     match client.call_raw(&args.method, Codec::Json, args.json.as_bytes(), &opts).await {
         Ok(reply) => {
             println!("{}", String::from_utf8_lossy(&reply));

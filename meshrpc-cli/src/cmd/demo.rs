@@ -4,11 +4,16 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Args;
+
+use super::target::RegistryArgs;
 use meshrpc::demo::{self, CalculatorClient, CounterClient, GreeterClient};
-use meshrpc::{CallOptions, Client, Server, ServerHandle, Status};
+use meshrpc::discovery::{DevRegistry, MemoryRegistry, Registry};
+use meshrpc::{CallOptions, Client, Server, ServerHandle, Status, fanout};
 use tokio::time::Instant;
 
 /// Arguments of `meshrpc demo`.
@@ -18,12 +23,16 @@ pub(crate) struct DemoArgs {
     /// Ctrl-C instead of running the scenarios. With port 0, prints `PORT n` first.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// With --listen: announce the services in this registry (repeat with other ports
+    /// to run replicas; see `meshrpc registry`).
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 /// Runs `meshrpc demo`.
 pub(crate) async fn run(args: DemoArgs) -> ExitCode {
     match args.listen {
-        Some(addr) => listen(&addr).await,
+        Some(addr) => listen(&addr, &args.registry).await,
         None => match scenarios().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -34,10 +43,20 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
     }
 }
 
-async fn listen(addr: &str) -> ExitCode {
+async fn listen(addr: &str, registry: &RegistryArgs) -> ExitCode {
     let mut builder = Server::builder();
     for svc in demo::services("demo") {
         builder = builder.add_service(svc);
+    }
+    let announced = registry.registry.clone().or_else(|| registry.etcd.clone());
+    match registry.connect().await {
+        // Deregistered at Ctrl-C; watchers get a moment to see it before GOAWAY.
+        Ok(Some(reg)) => builder = builder.registry(reg).shutdown_grace(Duration::from_millis(300)),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let server = match builder.bind(addr).await {
         Ok(s) => s,
@@ -55,14 +74,15 @@ async fn listen(addr: &str) -> ExitCode {
         let _ = writeln!(out, "PORT {}", local.port());
     }
     let _ = writeln!(out, "meshrpc demo serving {methods} on {local}");
+    if let Some(r) = &announced {
+        let _ = writeln!(out, "announced in the registry at {r} (as instance {local})");
+    }
     let _ = writeln!(out, "try: meshrpc call --addr {local} Calculator.Add '{{\"a\":10,\"b\":5}}'");
     let _ = writeln!(out, "press Ctrl-C to stop");
     let _ = out.flush();
     drop(out);
     let handle = server.spawn();
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        eprintln!("error: cannot wait for Ctrl-C: {e}");
-    }
+    super::stop_signal().await;
     eprintln!("shutting down: finishing calls in flight…");
     handle.shutdown().await;
     ExitCode::SUCCESS
@@ -78,7 +98,7 @@ async fn spawn_server(services: Vec<meshrpc::Service>) -> Result<ServerHandle, S
 }
 
 fn heading(n: usize, title: &str, seed: &str) {
-    println!("\n[{n}/3] {title}  ({seed})");
+    println!("\n[{n}/4] {title}  ({seed})");
 }
 
 async fn scenarios() -> Result<(), String> {
@@ -87,9 +107,19 @@ async fn scenarios() -> Result<(), String> {
     rpc_by_name().await?;
     safe_counter().await?;
     fan_out().await?;
+    discovery_and_failover().await?;
     println!("\nDone. To keep the demo services running and call them from the shell:");
     println!("  meshrpc demo --listen 127.0.0.1:7001");
     println!("  meshrpc call --addr 127.0.0.1:7001 Calculator.Add '{{\"a\":10,\"b\":5}}'");
+    println!("Or several replicas behind a registry, each command in its own terminal:");
+    println!("  meshrpc registry --listen 127.0.0.1:7700");
+    println!("  meshrpc demo --listen 127.0.0.1:0 --registry 127.0.0.1:7700   (start two or three)");
+    println!(
+        "  meshrpc fanout --service Calculator --registry 127.0.0.1:7700 meshrpc.Health.Check --deadline 200ms"
+    );
+    println!(
+        "  meshrpc call --service Calculator --registry 127.0.0.1:7700 Calculator.Add '{{\"a\":10,\"b\":5}}'"
+    );
     Ok(())
 }
 
@@ -177,26 +207,25 @@ async fn fan_out() -> Result<(), String> {
     );
     let deadline = Duration::from_secs(1);
     let calls = targets.iter().map(|&addr| async move {
-        let started = Instant::now();
-        let result = async {
-            let c = Client::builder().connect_timeout(deadline).connect(addr).await?;
-            GreeterClient::new(c).hello_with(CallOptions::new().timeout(deadline), "Alice".into()).await
-        }
-        .await;
-        (addr, result, started.elapsed())
+        let c = Client::builder().connect_timeout(deadline).connect(addr).await?;
+        GreeterClient::new(c).hello_with(CallOptions::new().timeout(deadline), "Alice".into()).await
     });
-    let results = futures_util::future::join_all(calls).await;
+    // meshrpc::fanout::all is the WaitGroup: every call at once, each result on its own.
+    let started = Instant::now();
+    let replies = fanout::all(calls).deadline(deadline).await;
+    let took = started.elapsed();
+    let results: Vec<_> = targets.iter().zip(replies).map(|(a, r)| (*a, r, took)).collect();
     let mut ok = 0;
-    for (addr, result, took) in &results {
+    for (addr, result, _) in &results {
         match result {
             Ok(reply) => {
                 ok += 1;
-                println!("    {addr:<21} OK           {:<40} {} µs", reply.message, took.as_micros());
+                println!("    {addr:<21} OK           {}", reply.message);
             }
             Err(s) => println!("    {addr:<21} {:<12} {}", s.code().as_str(), s.message()),
         }
     }
-    println!("All RPC calls completed.");
+    println!("All RPC calls completed (in {} µs, all of them).", results[0].2.as_micros());
     println!("  The server that was down failed fast with its own error; it did not hold up the other {ok}.");
     if ok != 2 || results[2].1.is_ok() {
         return Err(format!("expected 2 replies and 1 failure, got {ok} replies"));
@@ -212,4 +241,133 @@ async fn free_port_nobody_listens_on() -> Result<SocketAddr, String> {
     let addr = l.local_addr().map_err(|e| e.to_string())?;
     drop(l);
     Ok(addr)
+}
+
+/// A Calculator replica that counts the calls it served.
+struct CountingCalc(Arc<AtomicU64>);
+
+impl demo::Calculator for CountingCalc {
+    async fn add(&self, a: i64, b: i64) -> Result<i64, Status> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        demo::Calc.add(a, b).await
+    }
+}
+
+/// Seeds 5, 6 and 10: replicas found through a registry, calls balanced over them, and
+/// one replica crashing without the caller noticing.
+async fn discovery_and_failover() -> Result<(), String> {
+    heading(4, "Discovery, load balancing and failover", "seeds 5, 6, 10");
+    // The dev registry, served over RPC like `meshrpc registry --listen` does.
+    let registry_server = Server::builder()
+        .dev_registry(MemoryRegistry::new())
+        .bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot bind a loopback port: {e}"))?
+        .spawn();
+    let reg_addr = registry_server.local_addr();
+    let registry: Arc<dyn Registry> =
+        Arc::new(DevRegistry::connect(reg_addr).await.map_err(|e| e.to_string())?);
+    println!("  A dev registry listens on {reg_addr}; three Calculator replicas announce themselves in it");
+    println!("  under 1 s leases they keep renewing:");
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let served = Arc::new(AtomicU64::new(0));
+        let server = Server::builder()
+            .add_service(demo::CalculatorServer::new(CountingCalc(served.clone())))
+            .registry(registry.clone())
+            .lease_ttl(Duration::from_secs(1))
+            .bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("cannot bind a loopback port: {e}"))?
+            .spawn();
+        replicas.push((Some(server), served));
+    }
+    let client = Client::discover("Calculator", registry.clone());
+    let until = Instant::now() + Duration::from_secs(5);
+    let instances = loop {
+        let found = client.instances(Duration::from_secs(1)).await;
+        if found.len() == 3 {
+            break found;
+        }
+        if Instant::now() > until {
+            return Err(format!("only {} of 3 replicas showed up in the registry", found.len()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for i in &instances {
+        println!("    Calculator instance {}", i.addr);
+    }
+    let calc = CalculatorClient::new(client.clone());
+    let opts = CallOptions::new().timeout(Duration::from_secs(2));
+    const CALLS: i64 = 300;
+    let run = |from: i64| {
+        let (calc, opts) = (calc.clone(), opts.clone());
+        async move {
+            let calls = (from..from + CALLS).map(|i| {
+                let (calc, opts) = (calc.clone(), opts.clone());
+                async move { calc.add_with(opts, i, 1).await.map(|sum| (i, sum)) }
+            });
+            let mut failed = 0;
+            for r in fanout::all(calls).await {
+                match r {
+                    Ok((i, sum)) if sum == i + 1 => {}
+                    _ => failed += 1,
+                }
+            }
+            failed
+        }
+    };
+    let failed = run(0).await;
+    let counts: Vec<u64> = replicas.iter().map(|(_, c)| c.load(Ordering::Relaxed)).collect();
+    println!("  {CALLS} concurrent Calculator.Add calls through the balanced client: {failed} failed;");
+    println!("  served per replica: {counts:?} (power of two choices over latency x load)");
+    if failed > 0 {
+        return Err(format!("{failed} calls failed with every replica up"));
+    }
+    let crashed = replicas[1].0.take().map(|s| {
+        let addr = s.local_addr();
+        s.abort();
+        addr
+    });
+    let crashed = crashed.ok_or("the replica was already gone")?;
+    println!("  Replica {crashed} crashes (no goodbye: its lease is simply no longer renewed).");
+    let failed = run(CALLS).await;
+    let stats = client.stats();
+    let after: Vec<u64> = replicas.iter().map(|(_, c)| c.load(Ordering::Relaxed)).collect();
+    println!(
+        "  {CALLS} more calls: {failed} failed, {} retried on another replica (within the retry budget);",
+        stats.retries
+    );
+    println!("  served per replica now: {after:?}");
+    if failed > 0 {
+        return Err(format!("{failed} calls failed after one replica of three crashed"));
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed = registry.list("Calculator").await.map_err(|e| e.to_string())?.instances.len();
+        if listed == 2 {
+            println!("  The registry dropped it when its lease expired: 2 instances listed.");
+            break;
+        }
+        if Instant::now() > until {
+            return Err(format!("the registry still lists {listed} instances 5 s after the crash"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health =
+        client.broadcast::<_, serde_json::Value>("meshrpc.Health.Check", &serde_json::json!({}), &opts).await;
+    println!("  A broadcast of meshrpc.Health.Check reaches the survivors:");
+    for (inst, r) in &health {
+        match r {
+            Ok(v) => println!("    {:<21} OK           {v}", inst.addr),
+            Err(s) => println!("    {:<21} {:<12} {}", inst.addr, s.code().as_str(), s.message()),
+        }
+    }
+    for (s, _) in replicas {
+        if let Some(s) = s {
+            s.shutdown().await;
+        }
+    }
+    registry_server.shutdown().await;
+    Ok(())
 }

@@ -20,18 +20,45 @@ impl Drop for Running {
 /// Starts `meshrpc demo --listen 127.0.0.1:0` and returns it with its address, read
 /// from the `PORT n` line it prints first.
 pub fn listen() -> (Running, String) {
+    spawn_with_port(&["demo", "--listen", "127.0.0.1:0"])
+}
+
+/// Starts `meshrpc ARGS…` (a command that listens on port 0 and prints `PORT n` first)
+/// and returns it with its address.
+pub fn spawn_with_port(args: &[&str]) -> (Running, String) {
     let mut child = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("run meshrpc demo --listen");
+        .unwrap_or_else(|e| panic!("run meshrpc {args:?}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
     let mut first = String::new();
     BufReader::new(stdout).read_line(&mut first).expect("read the first line");
     let port: u16 = first
         .strip_prefix("PORT ")
         .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the first line is `PORT n`, got {first:?}"));
+        .unwrap_or_else(|| panic!("the first line of meshrpc {args:?} is `PORT n`, got {first:?}"));
     (Running(child), format!("127.0.0.1:{port}"))
+}
+
+/// Starts a dev registry (`meshrpc registry --listen ADDR`; port 0 for any).
+pub fn registry(listen: &str) -> (Running, String) {
+    spawn_with_port(&["registry", "--listen", listen])
+}
+
+/// Starts a demo replica announced in the dev registry at `registry`.
+pub fn replica(registry: &str) -> (Running, String) {
+    spawn_with_port(&["demo", "--listen", "127.0.0.1:0", "--registry", registry])
+}
+
+/// Runs `meshrpc ARGS…` to completion.
+pub fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap_or_else(|e| panic!("run meshrpc {args:?}: {e}"))
+}
+
+/// Sends SIGTERM (a graceful stop) and waits for the process to exit.
+pub fn terminate(r: &mut Running) {
+    let _ = Command::new("kill").args(["-TERM", &r.0.id().to_string()]).status();
+    let _ = r.0.wait();
 }

@@ -31,6 +31,8 @@ pub struct Endpoint {
     pub(crate) in_flight: AtomicU32,
     /// Calls sent in all (the retry budget counts them when a retry is considered).
     pub(crate) calls: AtomicU64,
+    /// Calls it answered with OK.
+    pub(crate) succeeded: AtomicU64,
     /// Peak-EWMA of latency, in nanoseconds (an `f64`'s bits).
     ewma_ns: AtomicU64,
     /// When `ewma_ns` was last updated, in ns since `epoch`.
@@ -64,6 +66,7 @@ impl Endpoint {
             instance,
             in_flight: AtomicU32::new(0),
             calls: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
             ewma_ns: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
             ewma_at: AtomicU64::new(0),
             epoch,
@@ -86,6 +89,17 @@ impl Endpoint {
     /// Its peak-EWMA latency estimate.
     pub fn latency(&self) -> Duration {
         Duration::from_nanos(f64::from_bits(self.ewma_ns.load(Ordering::Relaxed)) as u64)
+    }
+
+    /// What the client knows of this instance now.
+    pub(crate) fn stats(&self, now: Instant) -> InstanceStats {
+        InstanceStats {
+            calls: self.calls.load(Ordering::Relaxed),
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            latency: self.latency(),
+            ejected: self.is_ejected(now),
+        }
     }
 
     /// The load P2C compares: latency estimate × (calls in flight + 1).
@@ -116,7 +130,10 @@ impl Endpoint {
         };
         self.ewma_ns.store(next.to_bits(), Ordering::Relaxed);
         match outcome {
-            Ok(()) => self.succeeded(),
+            Ok(()) => {
+                self.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.succeeded()
+            }
             Err(s) if counts_as_failure(s) => {}
             Err(_) => self.succeeded(), // an application error: the instance is healthy
         }
@@ -146,6 +163,22 @@ impl Endpoint {
         self.failures.store(0, Ordering::Relaxed);
         d
     }
+}
+
+/// A discovered client's view of one instance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct InstanceStats {
+    /// Calls sent to it (attempts, including retries and hedges).
+    pub calls: u64,
+    /// Calls it answered with OK.
+    pub succeeded: u64,
+    /// Calls in flight on it now.
+    pub in_flight: u32,
+    /// Its peak-EWMA latency estimate.
+    pub latency: Duration,
+    /// Ejected now by passive health (it kept failing).
+    pub ejected: bool,
 }
 
 /// Whether a failed call says something about the instance's health (and so counts

@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use endpoint::Endpoint;
 pub(crate) use endpoint::counts_as_failure;
+pub use endpoint::{Endpoint, InstanceStats};
 pub(crate) use picker::Picker;
 pub use picker::Strategy;
 

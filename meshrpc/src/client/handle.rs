@@ -181,6 +181,29 @@ impl Client {
         }
     }
 
+    /// The instances a discovered client balances over, once its first instance set has
+    /// arrived from the registry (waiting up to `timeout` for it). Empty for a client of
+    /// one server.
+    pub async fn instances(&self, timeout: std::time::Duration) -> Vec<crate::discovery::Instance> {
+        let Target::Balanced(b) = &self.inner.target else { return Vec::new() };
+        let mut rx = b.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|g| *g > 0)).await;
+        b.picker()
+            .endpoints
+            .iter()
+            .filter(|e| !e.retired.load(Ordering::Relaxed))
+            .map(|e| e.instance.clone())
+            .collect()
+    }
+
+    /// A discovered client's view of each instance it balances over (calls sent and
+    /// answered, load, latency estimate, ejection). Empty for a client of one server.
+    pub fn instance_stats(&self) -> Vec<(crate::discovery::Instance, crate::balance::InstanceStats)> {
+        let Target::Balanced(b) = &self.inner.target else { return Vec::new() };
+        let now = Instant::now();
+        b.picker().endpoints.iter().map(|e| (e.instance.clone(), e.stats(now))).collect()
+    }
+
     /// The retry budget this client's retries and hedges draw on.
     pub fn retry_budget(&self) -> &RetryBudget {
         &self.inner.budget

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use super::instance::{Cursor, Instance, Snapshot};
 use super::memory::MemoryRegistry;
@@ -52,7 +53,9 @@ struct WatchReq {
 }
 
 /// The `meshrpc.Registry` service over `reg` (served by `ServerBuilder::dev_registry`).
-pub(crate) fn service(reg: MemoryRegistry) -> Service {
+/// Long polls end early (with the current snapshot) once `stopping` is cancelled, so a
+/// registry shutting down does not wait out its watchers' polls.
+pub(crate) fn service(reg: MemoryRegistry, stopping: CancellationToken) -> Service {
     let (r1, r2, r3, r4, r5, r6) = (reg.clone(), reg.clone(), reg.clone(), reg.clone(), reg.clone(), reg);
     Service::new(REGISTRY_SERVICE)
         .method("Register", move |_c: Context, q: RegisterReq| {
@@ -70,14 +73,17 @@ pub(crate) fn service(reg: MemoryRegistry) -> Service {
             std::future::ready(Ok::<_, Status>(r5.service_names()))
         })
         .method("Watch", move |ctx: Context, q: WatchReq| {
-            let r = r6.clone();
+            let (r, stopping) = (r6.clone(), stopping.clone());
             async move {
                 // Answer a little before the caller's deadline, with whatever is current.
                 let mut wait = Duration::from_millis(q.wait_ms).min(MAX_WAIT);
                 if let Some(left) = ctx.remaining() {
                     wait = wait.min(left.saturating_sub(Duration::from_millis(200)));
                 }
-                Ok::<_, Status>(r.next_snapshot(&q.service, q.after, wait).await)
+                tokio::select! {
+                    s = r.next_snapshot(&q.service, q.after, wait) => Ok::<_, Status>(s),
+                    _ = stopping.cancelled() => Ok(r.snapshot(&q.service)),
+                }
             }
         })
 }

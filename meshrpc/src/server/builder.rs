@@ -77,6 +77,8 @@ pub(crate) struct ServerShared {
     announce: Option<Announce>,
     /// The running announcement (withdrawn at graceful shutdown).
     announcement: std::sync::Mutex<Option<Announcement>>,
+    /// Cancelled when a shutdown starts.
+    stopping: CancellationToken,
 }
 
 /// What a server announces in its registry.
@@ -106,6 +108,8 @@ pub struct ServerBuilder {
     router: Router,
     errors: Vec<String>,
     announce: Option<Announce>,
+    /// Cancelled when a shutdown starts (built-in long polls end early on it).
+    stopping: CancellationToken,
 }
 
 impl ServerBuilder {
@@ -162,7 +166,9 @@ impl ServerBuilder {
     /// Also serves the dev registry (`meshrpc.Registry`) backed by `registry`: what
     /// `meshrpc registry --listen ADDR` runs.
     pub fn dev_registry(mut self, registry: MemoryRegistry) -> Self {
-        if let Err(e) = self.router.add_builtin(crate::discovery::dev::service(registry)) {
+        if let Err(e) =
+            self.router.add_builtin(crate::discovery::dev::service(registry, self.stopping.clone()))
+        {
             self.errors.push(e);
         }
         self
@@ -254,6 +260,7 @@ impl ServerBuilder {
             serving,
             announce: self.announce,
             announcement: std::sync::Mutex::new(None),
+            stopping: self.stopping,
         });
         Ok(Server { listener, shared })
     }
@@ -374,6 +381,7 @@ impl ServerHandle {
     /// finish (within the drain timeout), and close. Resolves when done.
     pub async fn shutdown(self) {
         self.shared.serving.store(false, Ordering::Release);
+        self.shared.stopping.cancel();
         // Out of the registry first: the grace then lets watchers see it go.
         let announced = self.shared.announcement.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(a) = announced {
@@ -396,6 +404,7 @@ impl ServerHandle {
     /// dropped without GOAWAY; calls in flight are cancelled.
     pub fn abort(&self) {
         self.shared.serving.store(false, Ordering::Release);
+        self.shared.stopping.cancel();
         // Like a crash: the lease is no longer renewed and expires.
         drop(self.shared.announcement.lock().unwrap_or_else(|e| e.into_inner()).take());
         self.shared.kill.cancel();
