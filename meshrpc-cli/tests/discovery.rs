@@ -24,7 +24,7 @@ fn json_lines(s: &str) -> Vec<serde_json::Value> {
 
 /// Waits until `meshrpc list Calculator` shows exactly `want` instances; returns their addresses.
 fn wait_listed(reg: &str, want: usize) -> Vec<String> {
-    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let until = Instant::now() + Duration::from_secs(10);
     loop {
         let out = stdout(&run(&["list", "Calculator", "--registry", reg, "--json"]));
         let mut addrs: Vec<String> =
@@ -33,7 +33,7 @@ fn wait_listed(reg: &str, want: usize) -> Vec<String> {
             addrs.sort();
             return addrs;
         }
-        assert!(std::time::Instant::now() < until, "never {want} instances listed: {out}");
+        assert!(Instant::now() < until, "never {want} instances listed: {out}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -90,7 +90,7 @@ fn registry_list_call_fanout_and_watch_from_the_shell() {
     assert_eq!(snaps.last().unwrap()["instances"].as_array().unwrap().len(), 2, "{watched}");
 
     // A graceful stop (SIGTERM) deregisters at once, long before the lease would expire.
-    let t0 = std::time::Instant::now();
+    let t0 = Instant::now();
     terminate(&mut a);
     assert_eq!(wait_listed(&reg, 1), vec![b_addr]);
     assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
