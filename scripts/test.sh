@@ -17,6 +17,21 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+# System packages the tests use: protoc builds etcd-client (feature `etcd`), and the
+# etcd tests run a real etcd. Installed from Debian's packages when missing.
+missing=()
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+if ((${#missing[@]})); then
+    step "installing ${missing[*]} (apt-get; one time)"
+    sudo_cmd=()
+    [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v protoc >/dev/null 2>&1 || { echo "error: protoc is still missing (apt-get install protobuf-compiler)" >&2; exit 1; }
+command -v etcd >/dev/null 2>&1 || { echo "error: etcd is still missing (apt-get install etcd-server)" >&2; exit 1; }
+
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     step "installing cargo-fuzz (used to build the fuzz target; one time)"
     cargo install cargo-fuzz --locked --quiet
@@ -50,9 +65,10 @@ run_example() {
 run_example calculator "Result: 15"
 run_example safe_counter "Final counter value: 1000"
 run_example concurrent_calls "All RPC calls completed."
+run_example fanout_rpc "All RPC calls completed."
 for f in meshrpc/examples/*.rs; do
     case "$(basename "$f" .rs)" in
-        calculator|safe_counter|concurrent_calls) ;;
+        calculator|safe_counter|concurrent_calls|fanout_rpc) ;;
         *) echo "error: $f is not run by scripts/test.sh: add it to the list above" >&2; exit 1 ;;
     esac
 done

@@ -36,7 +36,7 @@ pub(crate) struct Balanced {
     picker: RwLock<Arc<Picker>>,
     /// Bumped on every new instance set (calls waiting for an instance watch it).
     generation: watch::Sender<u64>,
-    follower: tokio::task::JoinHandle<()>,
+    follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Balanced {
@@ -47,7 +47,9 @@ impl std::fmt::Debug for Balanced {
 
 impl Drop for Balanced {
     fn drop(&mut self) {
-        self.follower.abort();
+        if let Some(f) = self.follower.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            f.abort();
+        }
         let picker = self.picker.read().unwrap_or_else(|e| e.into_inner()).clone();
         for e in &picker.endpoints {
             e.pool.close();
@@ -66,32 +68,34 @@ impl Balanced {
     ) -> Arc<Balanced> {
         let watch = Watch::start(registry, service);
         let (generation, _) = watch::channel(0);
-        Arc::new_cyclic(|weak: &std::sync::Weak<Balanced>| {
-            let weak = weak.clone();
-            let follower = tokio::spawn(async move {
-                let mut rx = watch.receiver();
-                let _keep = watch; // the background watch lives as long as this task
-                loop {
-                    let snap = rx.borrow_and_update().clone();
-                    if let Some(snap) = snap {
-                        let Some(me) = weak.upgrade() else { return };
-                        me.apply(&snap);
-                    }
-                    if rx.changed().await.is_err() {
-                        return;
-                    }
+        let balanced = Arc::new(Balanced {
+            service: service.to_string(),
+            strategy,
+            filter,
+            config,
+            picker: RwLock::new(Arc::new(Picker::new(strategy, Vec::new()))),
+            generation,
+            follower: std::sync::Mutex::new(None),
+        });
+        // Spawned only once the Arc exists: a follower started earlier could find its
+        // weak reference dead and quit (the first snapshot can arrive at once).
+        let weak = Arc::downgrade(&balanced);
+        let follower = tokio::spawn(async move {
+            let mut rx = watch.receiver();
+            let _keep = watch; // the background watch lives as long as this task
+            loop {
+                let snap = rx.borrow_and_update().clone();
+                if let Some(snap) = snap {
+                    let Some(me) = weak.upgrade() else { return };
+                    me.apply(&snap);
                 }
-            });
-            Balanced {
-                service: service.to_string(),
-                strategy,
-                filter,
-                config,
-                picker: RwLock::new(Arc::new(Picker::new(strategy, Vec::new()))),
-                generation,
-                follower,
+                if rx.changed().await.is_err() {
+                    return;
+                }
             }
-        })
+        });
+        *balanced.follower.lock().unwrap_or_else(|e| e.into_inner()) = Some(follower);
+        balanced
     }
 
     /// The current picker.
