@@ -17,8 +17,7 @@ use tokio::time::Instant;
 
 pub(crate) use endpoint::counts_as_failure;
 pub use endpoint::{Endpoint, InstanceStats};
-pub(crate) use picker::Picker;
-pub use picker::Strategy;
+pub use picker::{Picker, Strategy};
 
 use crate::client::ClientConfig;
 use crate::discovery::{Instance, Registry, Snapshot, Watch};

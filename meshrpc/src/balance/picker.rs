@@ -35,8 +35,9 @@ const VNODES: usize = 400;
 /// The longest weighted round-robin schedule kept (weights are scaled down past it).
 const MAX_SCHEDULE: usize = 4096;
 
-/// A picker over one instance set; rebuilt when the set changes.
-pub(crate) struct Picker {
+/// Picks among one instance set with a [`Strategy`] (a discovered client rebuilds it
+/// whenever the set changes). Public so the balancer can be tried and measured alone.
+pub struct Picker {
     pub(crate) endpoints: Vec<Arc<Endpoint>>,
     strategy: Strategy,
     next: AtomicUsize,
@@ -52,7 +53,29 @@ pub(crate) fn hash64(data: impl Hash) -> u64 {
     h.finish()
 }
 
+impl std::fmt::Debug for Picker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Picker")
+            .field("strategy", &self.strategy)
+            .field("instances", &self.endpoints.len())
+            .finish()
+    }
+}
+
 impl Picker {
+    /// A picker over `instances` (no connections are made until a client uses them).
+    pub fn for_instances(strategy: Strategy, instances: Vec<crate::discovery::Instance>) -> Picker {
+        let config = crate::client::ClientConfig::default();
+        Picker::new(strategy, instances.into_iter().map(|i| Arc::new(Endpoint::new(i, &config))).collect())
+    }
+
+    /// The instance the next call would go to (`key`: the call's hash key, for
+    /// consistent hashing); `None` with no instances.
+    pub fn pick_instance(&self, key: Option<&[u8]>) -> Option<&crate::discovery::Instance> {
+        let i = self.pick(key, &[], Instant::now())?;
+        Some(&self.endpoints[i].instance)
+    }
+
     pub(crate) fn new(strategy: Strategy, endpoints: Vec<Arc<Endpoint>>) -> Picker {
         let schedule =
             if strategy == Strategy::WeightedRoundRobin { smooth_wrr(&endpoints) } else { Vec::new() };
