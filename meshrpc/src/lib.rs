@@ -72,3 +72,8 @@ pub mod __private {
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// docs/DISCOVERY.md's Rust blocks, compiled as doc tests so the guide cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/DISCOVERY.md")]
+pub struct DiscoveryDoctests;

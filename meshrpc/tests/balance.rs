@@ -189,3 +189,47 @@ async fn broadcast_reaches_every_instance_and_reports_each() {
         s.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn an_instance_leaving_discovery_finishes_its_calls_and_gets_no_new_ones() {
+    let reg = MemoryRegistry::new();
+    let (leaving_n, staying_n) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // Registered by hand (not announced by its server, which would register it again).
+    let leaving = replica(&MemoryRegistry::new(), leaving_n.clone(), 500).await;
+    let addr = leaving.local_addr().to_string();
+    let me = meshrpc::discovery::Instance::new("Calculator", addr.clone(), addr);
+    let lease = reg.register_now(&me, Duration::from_secs(30)).unwrap();
+    let client =
+        Client::builder().strategy(Strategy::RoundRobin).discover("Calculator", Arc::new(reg.clone()));
+    wait_for_instances(&client, &reg, 1).await;
+    let before = leaving_n.load(Ordering::Relaxed);
+    // A slow call in flight on the instance that is about to leave.
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { client.call::<_, i64>("Calculator.Add", &AddArgs { a: 2, b: 3 }).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let staying = replica(&reg, staying_n.clone(), 0).await;
+    // The instance leaves discovery; its server keeps running.
+    reg.deregister_now(&me, lease).unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let addrs: Vec<String> =
+            client.instances(Duration::from_secs(1)).await.into_iter().map(|i| i.addr).collect();
+        if addrs == [staying.local_addr().to_string()] {
+            break;
+        }
+        assert!(Instant::now() < until, "the client still sees {addrs:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(in_flight.await.unwrap().unwrap(), 5, "the call in flight on the leaving instance finished");
+    assert_eq!(leaving_n.load(Ordering::Relaxed), before + 1);
+    for i in 0..20 {
+        let sum: i64 = client.call("Calculator.Add", &AddArgs { a: i, b: 1 }).await.unwrap();
+        assert_eq!(sum, i + 1);
+    }
+    assert_eq!(leaving_n.load(Ordering::Relaxed), before + 1, "no new call went to the instance that left");
+    assert_eq!(staying_n.load(Ordering::Relaxed), 20);
+    leaving.shutdown().await;
+    staying.shutdown().await;
+}
