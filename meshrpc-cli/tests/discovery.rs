@@ -152,17 +152,23 @@ async fn finish(mut set: tokio::task::JoinSet<(u64, u64, Vec<Duration>)>) -> (u6
     (ok, failed, p99)
 }
 
+/// A discovered client of `Calculator` in the dev registry at `reg`, once it sees `n` instances.
+async fn discovered(reg: &str, n: usize) -> Client {
+    let registry: Arc<dyn Registry> = Arc::new(DevRegistry::connect(reg).await.unwrap());
+    let client = Client::discover("Calculator", registry);
+    let until = Instant::now() + Duration::from_secs(10);
+    while client.instances(Duration::from_secs(1)).await.len() < n {
+        assert!(Instant::now() < until, "the client never saw {n} replicas");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_killed_and_restarted_under_load_cost_no_call() {
     let (_reg, reg) = registry("127.0.0.1:0");
     let mut replicas: Vec<(Running, String)> = (0..3).map(|_| replica(&reg)).collect();
-    let registry: Arc<dyn Registry> = Arc::new(DevRegistry::connect(reg.as_str()).await.unwrap());
-    let client = Client::discover("Calculator", registry);
-    let until = Instant::now() + Duration::from_secs(10);
-    while client.instances(Duration::from_secs(1)).await.len() < 3 {
-        assert!(Instant::now() < until, "the client never saw 3 replicas");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let client = discovered(&reg, 3).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = start_load(&client, 32, stop.clone());
     let started = Instant::now();
@@ -209,13 +215,7 @@ async fn replicas_killed_and_restarted_under_load_cost_no_call() {
 async fn a_registry_outage_stops_nothing_and_a_new_replica_is_found_after_it() {
     let (mut reg_proc, reg) = registry("127.0.0.1:0");
     let _replicas: Vec<(Running, String)> = (0..3).map(|_| replica(&reg)).collect();
-    let registry: Arc<dyn Registry> = Arc::new(DevRegistry::connect(reg.as_str()).await.unwrap());
-    let client = Client::discover("Calculator", registry);
-    let until = Instant::now() + Duration::from_secs(10);
-    while client.instances(Duration::from_secs(1)).await.len() < 3 {
-        assert!(Instant::now() < until, "the client never saw 3 replicas");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let client = discovered(&reg, 3).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = start_load(&client, 16, stop.clone());
     // The registry dies; calls keep going to the known replicas.

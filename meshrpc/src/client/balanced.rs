@@ -44,6 +44,17 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// What every attempt of one call shares: the method, its options and codec, the
+/// payload encoder, and the deadline over the whole chain.
+#[derive(Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) opts: &'a CallOptions,
+    pub(crate) codec: Codec,
+    pub(crate) encode: &'a (dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
+    pub(crate) deadline: Option<Instant>,
+}
+
 /// Whether a failed call may be sent again: anything the server never processed, and
 /// idempotent calls, on unavailability and overload only.
 fn retryable(s: &Status, opts: &CallOptions) -> bool {
@@ -52,38 +63,22 @@ fn retryable(s: &Status, opts: &CallOptions) -> bool {
 
 impl Client {
     /// One call of a discovered client (see the module docs).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn invoke_balanced(
         &self,
         b: &Arc<Balanced>,
-        method: &str,
-        opts: &CallOptions,
-        codec: Codec,
-        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
-        deadline: Option<Instant>,
+        call: Call<'_>,
         now: Option<Instant>,
     ) -> Result<Response, Status> {
-        match opts.hedge {
-            Some(after) if opts.idempotent => {
-                self.hedged(b, method, opts, codec, encode, deadline, after).await
-            }
-            _ => self.balanced_attempts(b, method, opts, codec, encode, deadline, now, None).await,
+        match call.opts.hedge {
+            Some(after) if call.opts.idempotent => self.hedged(b, call, after).await,
+            _ => self.balanced_attempts(b, call, now, None).await,
         }
     }
 
     /// A hedged call: up to [`MAX_HEDGES`] staggered attempts, each on its own instance
     /// where possible; backups draw on the retry budget.
-    #[allow(clippy::too_many_arguments)]
-    async fn hedged(
-        &self,
-        b: &Arc<Balanced>,
-        method: &str,
-        opts: &CallOptions,
-        codec: Codec,
-        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
-        deadline: Option<Instant>,
-        after: Duration,
-    ) -> Result<Response, Status> {
+    async fn hedged(&self, b: &Arc<Balanced>, call: Call<'_>, after: Duration) -> Result<Response, Status> {
+        let Call { method, deadline, .. } = call;
         let n = b.picker().endpoints.len().clamp(1, MAX_HEDGES);
         let used = std::sync::Mutex::new(Vec::new());
         let used = &used;
@@ -95,7 +90,7 @@ impl Client {
                     }
                     self.inner.stats.hedges.fetch_add(1, Ordering::Relaxed);
                 }
-                self.balanced_attempts(b, method, opts, codec, encode, deadline, None, Some(used)).await
+                self.balanced_attempts(b, call, None, Some(used)).await
             })
         });
         let mut group = fanout::hedged(after, attempts);
@@ -111,18 +106,14 @@ impl Client {
 
     /// Picks, calls, and retries within the budget; `hedge` holds the instances a hedged
     /// call's earlier attempts went to (this one avoids them while others are left).
-    #[allow(clippy::too_many_arguments)]
     async fn balanced_attempts(
         &self,
         b: &Arc<Balanced>,
-        method: &str,
-        opts: &CallOptions,
-        codec: Codec,
-        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
-        deadline: Option<Instant>,
+        call: Call<'_>,
         mut now: Option<Instant>,
         hedge: Option<&std::sync::Mutex<Vec<Arc<Endpoint>>>>,
     ) -> Result<Response, Status> {
+        let Call { method, opts, deadline, .. } = call;
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         let mut resent = 0;
         let mut changes = None;
@@ -158,8 +149,7 @@ impl Client {
                 }
             };
             let ep = picker.endpoints[i].clone();
-            let (result, reached) =
-                self.endpoint_call(b, &picker, i, method, opts, codec, encode, deadline, now.take()).await;
+            let (result, reached) = self.endpoint_call(b, &picker, i, call, now.take()).await;
             let status = match result {
                 Ok(r) => return Ok(r),
                 Err(s) => s,
@@ -201,19 +191,15 @@ impl Client {
     /// One attempt on endpoint `i` of `picker`, learning from the outcome (latency,
     /// passive health). The flag says whether a connection was reached (false: the
     /// instance could not be connected to).
-    #[allow(clippy::too_many_arguments)]
     async fn endpoint_call(
         &self,
         b: &Balanced,
         picker: &Picker,
         i: usize,
-        method: &str,
-        opts: &CallOptions,
-        codec: Codec,
-        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
-        deadline: Option<Instant>,
+        call: Call<'_>,
         now: Option<Instant>,
     ) -> (Result<Response, Status>, bool) {
+        let Call { method, opts, codec, encode, deadline } = call;
         let ep = &picker.endpoints[i];
         let _counted = InFlight::new(ep);
         let t0 = Instant::now();
@@ -286,14 +272,13 @@ impl Client {
             }
             Target::Balanced(b) => {
                 let picker = b.picker();
+                let call = Call { method, opts, codec, encode: &encode, deadline };
                 let live: Vec<usize> = (0..picker.endpoints.len())
                     .filter(|&i| !picker.endpoints[i].retired.load(Ordering::Relaxed))
                     .collect();
                 let calls = live.iter().map(|&i| {
-                    let (picker, encode) = (&picker, &encode);
-                    async move {
-                        self.endpoint_call(b, picker, i, method, opts, codec, encode, deadline, None).await.0
-                    }
+                    let picker = &picker;
+                    async move { self.endpoint_call(b, picker, i, call, None).await.0 }
                 });
                 let mut group = fanout::all(calls);
                 if let Some(d) = deadline {

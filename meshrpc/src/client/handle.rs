@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::PollSemaphore;
 
+use super::balanced::Call;
 use super::call::{deadline_exceeded, effective_deadline, within};
 use super::config::{ClientBuilder, ClientConfig};
 use super::options::CallOptions;
@@ -274,7 +275,7 @@ impl Client {
         let pool = match &self.inner.target {
             Target::Single(pool) => pool,
             Target::Balanced(b) => {
-                return self.invoke_balanced(b, method, opts, codec, encode, deadline, now).await;
+                return self.invoke_balanced(b, Call { method, opts, codec, encode, deadline }, now).await;
             }
         };
         let mut resent = 0;

@@ -76,6 +76,25 @@ macro_rules! deadline_setters {
     };
 }
 
+/// `.await` on a builder: its `run()`, boxed (so the builder names its future type).
+macro_rules! into_future {
+    ($builder:ident, $output:ty) => {
+        impl<'a, F, T, E> IntoFuture for $builder<'a, F>
+        where
+            F: Future<Output = Result<T, E>> + Send + 'a,
+            T: Send + 'a,
+            E: Into<Status> + Send + 'a,
+        {
+            type Output = $output;
+            type IntoFuture = GatherFuture<'a, Self::Output>;
+
+            fn into_future(self) -> Self::IntoFuture {
+                Box::pin(self.run())
+            }
+        }
+    };
+}
+
 /// Runs every future at once and waits for all of them: see [`all`].
 #[must_use = "a fan-out does nothing until awaited"]
 #[derive(Debug)]
@@ -143,19 +162,7 @@ where
     }
 }
 
-impl<'a, F, T, E> IntoFuture for All<'a, F>
-where
-    F: Future<Output = Result<T, E>> + Send + 'a,
-    T: Send + 'a,
-    E: Into<Status> + Send + 'a,
-{
-    type Output = Vec<Result<T, Status>>;
-    type IntoFuture = GatherFuture<'a, Self::Output>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
-    }
-}
+into_future!(All, Vec<Result<T, Status>>);
 
 /// Waits for `k` successes: see [`quorum`].
 #[must_use = "a fan-out does nothing until awaited"]
@@ -230,19 +237,7 @@ where
     }
 }
 
-impl<'a, F, T, E> IntoFuture for Quorum<'a, F>
-where
-    F: Future<Output = Result<T, E>> + Send + 'a,
-    T: Send + 'a,
-    E: Into<Status> + Send + 'a,
-{
-    type Output = Result<Vec<(usize, T)>, Status>;
-    type IntoFuture = GatherFuture<'a, Self::Output>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
-    }
-}
+into_future!(Quorum, Result<Vec<(usize, T)>, Status>);
 
 /// The status of a fan-out that can no longer succeed: the code of the first failure,
 /// and every failure in the message.
@@ -303,19 +298,7 @@ where
     }
 }
 
-impl<'a, F, T, E> IntoFuture for FirstOk<'a, F>
-where
-    F: Future<Output = Result<T, E>> + Send + 'a,
-    T: Send + 'a,
-    E: Into<Status> + Send + 'a,
-{
-    type Output = Result<(usize, T), Status>;
-    type IntoFuture = GatherFuture<'a, Self::Output>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
-    }
-}
+into_future!(FirstOk, Result<(usize, T), Status>);
 
 /// Staggered attempts, first success wins: see [`hedged`].
 #[must_use = "a fan-out does nothing until awaited"]
@@ -394,16 +377,4 @@ where
     }
 }
 
-impl<'a, F, T, E> IntoFuture for Hedged<'a, F>
-where
-    F: Future<Output = Result<T, E>> + Send + 'a,
-    T: Send + 'a,
-    E: Into<Status> + Send + 'a,
-{
-    type Output = Result<(usize, T), Status>;
-    type IntoFuture = GatherFuture<'a, Self::Output>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
-    }
-}
+into_future!(Hedged, Result<(usize, T), Status>);
