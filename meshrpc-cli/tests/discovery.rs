@@ -225,6 +225,10 @@ async fn a_registry_outage_stops_nothing_and_a_new_replica_is_found_after_it() {
     assert_eq!(client.instances(Duration::ZERO).await.len(), 3, "the last known set is kept");
     // It comes back (empty) on the same address; the replicas register again; a 4th starts.
     let (_reg_again, _) = support::registry(&reg);
+    // The restarted registry is empty until the replicas register again; the client
+    // keeps the instances it knew meanwhile instead of dropping them all.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(client.instances(Duration::ZERO).await.len() >= 3, "the known instances were kept");
     let (_fourth, fourth) = replica(&reg);
     let t0 = Instant::now();
     loop {
@@ -240,6 +244,17 @@ async fn a_registry_outage_stops_nothing_and_a_new_replica_is_found_after_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("the 4th replica got traffic {:?} after it started", t0.elapsed());
+    // The three old replicas registered again in the restarted registry (their old
+    // leases are unknown there): 4 instances listed.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = run(&["list", "Calculator", "--registry", &reg, "--json"]);
+        if String::from_utf8_lossy(&listed.stdout).lines().count() == 4 {
+            break;
+        }
+        assert!(Instant::now() < until, "the old replicas did not register again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, _) = finish(load).await;
     assert_eq!(failed, 0, "no call failed during the outage ({ok} succeeded)");

@@ -233,3 +233,43 @@ async fn an_instance_leaving_discovery_finishes_its_calls_and_gets_no_new_ones()
     leaving.shutdown().await;
     staying.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_metadata_filter_keeps_calls_on_matching_instances() {
+    let reg = MemoryRegistry::new();
+    let (v1_n, v2_n) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut servers = Vec::new();
+    for (version, counter) in [("1", &v1_n), ("2", &v2_n)] {
+        let c = counter.clone();
+        let svc = Service::new("Calculator").method("Add", move |_c: Context, a: AddArgs| {
+            c.fetch_add(1, Ordering::Relaxed);
+            async move { Ok::<_, Status>(a.a + a.b) }
+        });
+        let server = Server::builder()
+            .add_service(svc)
+            .registry(Arc::new(reg.clone()))
+            .instance_meta("version", version)
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .spawn();
+        servers.push(server);
+    }
+    let client = Client::builder().filter("version", "2").discover("Calculator", Arc::new(reg.clone()));
+    let until = Instant::now() + Duration::from_secs(5);
+    while reg.snapshot("Calculator").instances.len() < 2 {
+        assert!(Instant::now() < until, "replicas did not register");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = client.instances(Duration::from_secs(5)).await;
+    assert_eq!(seen.len(), 1, "only the version=2 instance: {seen:?}");
+    assert_eq!(seen[0].metadata.get("version").map(String::as_str), Some("2"));
+    for i in 0..50 {
+        let sum: i64 = client.call("Calculator.Add", &AddArgs { a: i, b: 1 }).await.unwrap();
+        assert_eq!(sum, i + 1);
+    }
+    assert_eq!((v1_n.load(Ordering::Relaxed), v2_n.load(Ordering::Relaxed)), (0, 50));
+    for s in servers {
+        s.shutdown().await;
+    }
+}

@@ -153,7 +153,7 @@ async fn register_keep_alive_expire_and_watch() {
 async fn a_lease_revoked_from_outside_makes_the_server_register_again() {
     let members = cluster(1).await;
     let endpoint = members[0].endpoint();
-    let reg = Arc::new(EtcdRegistry::connect(&[endpoint.clone()]).await.unwrap());
+    let reg = Arc::new(EtcdRegistry::connect(std::slice::from_ref(&endpoint)).await.unwrap());
     let (server, _) = support::start(|b| b.registry(reg.clone()).lease_ttl(Duration::from_secs(3))).await;
     let key = format!("{KEY_PREFIX}Calculator/{}", server.local_addr());
     let mut etcd = etcd_client::Client::connect([endpoint], None).await.unwrap();
@@ -206,6 +206,7 @@ async fn a_watcher_and_a_lease_survive_losing_any_member_of_three() {
     .await;
     // Kill each member in turn (so whichever one served the client's streams dies),
     // register after the kill, and check the existing watcher sees it.
+    #[allow(clippy::needless_range_loop)] // members[k] is killed, then restarted after awaits
     for k in 0..3 {
         members[k].kill();
         let id = format!("after-kill-{k}");

@@ -134,7 +134,10 @@ impl Endpoint {
                 self.succeeded.fetch_add(1, Ordering::Relaxed);
                 self.succeeded()
             }
-            Err(s) if counts_as_failure(s) => {}
+            // Failures are counted by the balancer; a timeout or a cancel says nothing
+            // either way (a black hole must not look healthy, a tight deadline not sick).
+            Err(s)
+                if counts_as_failure(s) || matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled) => {}
             Err(_) => self.succeeded(), // an application error: the instance is healthy
         }
     }
@@ -151,7 +154,12 @@ impl Endpoint {
 
     /// Counts a failure; returns true when it should now be ejected (the caller checks
     /// the cap on ejected instances, then calls [`Endpoint::eject`]).
-    pub(crate) fn failed(&self) -> bool {
+    pub(crate) fn failed(&self, now: Instant) -> bool {
+        // Failures of calls already in flight when it was ejected do not extend the
+        // ejection: one burst of failures is one ejection, not twenty.
+        if self.is_ejected(now) {
+            return false;
+        }
         self.failures.fetch_add(1, Ordering::AcqRel) + 1 >= EJECT_AFTER
     }
 

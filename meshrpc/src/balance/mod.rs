@@ -25,6 +25,11 @@ use crate::discovery::{Instance, Registry, Snapshot, Watch};
 /// Longest wait for a removed instance's calls in flight before its connections close.
 const RETIRE_WAIT: Duration = Duration::from_secs(30);
 
+/// After the registry's epoch changes (a dev registry restarted empty), instances it
+/// no longer lists are kept this long: their servers register again within a third of
+/// their TTL (10 s by default), and dropping them meanwhile would stop every call.
+const EPOCH_GRACE: Duration = Duration::from_secs(10);
+
 /// The balanced side of a discovered client: the current picker, rebuilt on every
 /// instance-set change.
 pub(crate) struct Balanced {
@@ -36,6 +41,9 @@ pub(crate) struct Balanced {
     /// Bumped on every new instance set (calls waiting for an instance watch it).
     generation: watch::Sender<u64>,
     follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The registry epoch of the last snapshot, and until when a change of epoch keeps
+    /// unlisted instances (see [`EPOCH_GRACE`]).
+    epoch: std::sync::Mutex<(u64, Option<Instant>)>,
 }
 
 impl std::fmt::Debug for Balanced {
@@ -75,6 +83,7 @@ impl Balanced {
             picker: RwLock::new(Arc::new(Picker::new(strategy, Vec::new()))),
             generation,
             follower: std::sync::Mutex::new(None),
+            epoch: std::sync::Mutex::new((0, None)),
         });
         // Spawned only once the Arc exists: a follower started earlier could find its
         // weak reference dead and quit (the first snapshot can arrive at once).
@@ -84,12 +93,21 @@ impl Balanced {
             let _keep = watch; // the background watch lives as long as this task
             loop {
                 let snap = rx.borrow_and_update().clone();
+                let mut grace_until = None;
                 if let Some(snap) = snap {
                     let Some(me) = weak.upgrade() else { return };
-                    me.apply(&snap);
+                    grace_until = me.apply(&snap);
                 }
-                if rx.changed().await.is_err() {
-                    return;
+                // A grace period ending is a change too: apply the latest set again then.
+                let grace = async {
+                    match grace_until {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = grace => rx.mark_changed(),
                 }
             }
         });
@@ -109,8 +127,19 @@ impl Balanced {
 
     /// Installs a new instance set: endpoints of instances still present are kept
     /// (with their connections and statistics); removed ones get no new calls, finish
-    /// those in flight, and stop reconnecting.
-    fn apply(&self, snap: &Snapshot) {
+    /// those in flight, and stop reconnecting. Returns when to apply the set again if a
+    /// registry restart's grace period is running.
+    fn apply(&self, snap: &Snapshot) -> Option<Instant> {
+        let now = Instant::now();
+        let grace_until = {
+            let mut epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+            if epoch.0 != 0 && epoch.0 != snap.cursor.epoch {
+                tracing::info!(service = %self.service, "the registry restarted: keeping the known instances for {EPOCH_GRACE:?}");
+                epoch.1 = Some(now + EPOCH_GRACE);
+            }
+            epoch.0 = snap.cursor.epoch;
+            epoch.1.filter(|t| *t > now)
+        };
         let wanted: Vec<&Instance> = snap.instances.iter().filter(|i| i.matches(&self.filter)).collect();
         let old = self.picker();
         let mut by_key: HashMap<(&str, &str), &Arc<Endpoint>> =
@@ -128,19 +157,24 @@ impl Balanced {
             }
         }
         for (_, gone) in by_key {
+            if grace_until.is_some() {
+                endpoints.push(gone.clone()); // not listed by the restarted registry yet
+                continue;
+            }
             tracing::debug!(service = %self.service, id = %gone.instance.id, "instance left discovery");
             retire(gone.clone());
         }
         let picker = Arc::new(Picker::new(self.strategy, endpoints));
         *self.picker.write().unwrap_or_else(|e| e.into_inner()) = picker;
         self.generation.send_modify(|g| *g += 1);
+        grace_until
     }
 
     /// Records a failed call on endpoint `i` of `picker`; ejects it if it keeps failing
     /// and at most half of the instances would then be ejected.
     pub(crate) fn failed(&self, picker: &Picker, i: usize, now: Instant) {
         let Some(e) = picker.endpoints.get(i) else { return };
-        if !e.failed() {
+        if !e.failed(now) {
             return;
         }
         let n = picker.endpoints.len();

@@ -84,6 +84,9 @@ async fn picks_skip_ejected_retired_and_tried_instances() {
     let p = Picker::new(Strategy::RoundRobin, eps.clone());
     let now = Instant::now();
     eps[0].eject(now);
+    for _ in 0..10 {
+        assert!(!eps[0].failed(now), "failures while ejected do not eject it again");
+    }
     eps[1].retired.store(true, Ordering::Relaxed);
     for _ in 0..5 {
         assert_eq!(p.pick(None, &[], now), Some(2));
@@ -164,7 +167,11 @@ async fn no_more_than_half_of_the_instances_are_ejected_even_when_all_fail() {
     }
     let ejected = picker.endpoints.iter().filter(|e| e.is_ejected(now)).count();
     assert_eq!(ejected, 2, "5 instances: at most 2 ejected at once");
-    // Ejection ends after its back-off; the instance is probed again.
+    // Failures of calls still in flight while ejected do not extend the ejection: it
+    // ends after its first back-off, and the instance is probed again.
+    for _ in 0..50 {
+        b.failed(&picker, 0, now + Duration::from_millis(10));
+    }
     let later = now + super::endpoint::BASE_EJECTION + Duration::from_millis(1);
     assert_eq!(picker.endpoints.iter().filter(|e| e.is_ejected(later)).count(), 0);
 }

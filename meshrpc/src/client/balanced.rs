@@ -24,6 +24,10 @@ use crate::wire::Response;
 /// How long a call without a deadline waits for a first instance to appear.
 const NO_INSTANCE_WAIT: Duration = Duration::from_secs(5);
 
+/// At most this many retries of one call (the budget bounds them across calls; this
+/// stops one doomed call from spending it alone).
+const MAX_RETRIES: u32 = 3;
+
 /// At most this many attempts of one hedged call.
 const MAX_HEDGES: usize = 3;
 
@@ -85,6 +89,7 @@ impl Client {
         let attempts = (0..n).map(|k| {
             Box::pin(async move {
                 if k > 0 {
+                    self.count_calls(&b.picker().endpoints);
                     if !self.inner.budget.try_retry() {
                         return Err(Status::unavailable("hedge not sent: the retry budget is spent"));
                     }
@@ -115,7 +120,7 @@ impl Client {
     ) -> Result<Response, Status> {
         let Call { method, opts, deadline, .. } = call;
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
-        let mut resent = 0;
+        let (mut resent, mut retries) = (0, 0);
         let mut changes = None;
         let key = opts.hash_key.as_deref();
         loop {
@@ -134,8 +139,14 @@ impl Client {
                 None => picker.pick(key, &tried, Instant::now()),
             };
             let Some(i) = pick else {
-                // No instance (yet): wait for the set to change, within the deadline.
-                let rx = changes.get_or_insert_with(|| b.subscribe());
+                // No instance (yet): wait for the set to change, within the deadline. The
+                // first time, subscribe and look again: a set that arrived in between
+                // would not count as a change.
+                if changes.is_none() {
+                    changes = Some(b.subscribe());
+                    continue;
+                }
+                let Some(rx) = changes.as_mut() else { continue };
                 let until = deadline.unwrap_or_else(|| Instant::now() + NO_INSTANCE_WAIT);
                 match tokio::time::timeout_at(until, rx.changed()).await {
                     Ok(Ok(())) => continue,
@@ -162,9 +173,13 @@ impl Client {
                 tried.push(ep);
                 continue;
             }
-            if !retryable(&status, opts) || deadline.is_some_and(|d| Instant::now() >= d) {
+            if !retryable(&status, opts)
+                || retries >= MAX_RETRIES
+                || deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 return Err(status);
             }
+            retries += 1;
             self.count_calls(&picker.endpoints);
             if !self.inner.budget.try_retry() {
                 return Err(Status::new(
@@ -216,8 +231,11 @@ impl Client {
         };
         let t1 = Instant::now();
         ep.observe(t1 - t0, t1, &r.as_ref().map(|_| ()));
+        // A refusal while the server was going away (GOAWAY, draining) is not a failure
+        // of the instance; a connection that could not be made is.
         if let Err(s) = &r
             && counts_as_failure(s)
+            && !(reached && s.not_processed())
         {
             b.failed(picker, i, t1);
         }
@@ -227,8 +245,7 @@ impl Client {
     /// Feeds the calls made since the last retry into the budget.
     fn count_calls(&self, endpoints: &[Arc<Endpoint>]) {
         let total: u64 = endpoints.iter().map(|e| e.calls.load(Ordering::Relaxed)).sum();
-        let last = self.inner.stats.budget_seen.swap(total, Ordering::Relaxed);
-        self.inner.budget.record_calls(total.saturating_sub(last));
+        self.inner.budget.record_total(total);
     }
 
     /// Calls `method` on every live instance at once (a discovered client; a client of

@@ -37,8 +37,6 @@ pub(crate) struct Stats {
     pub(crate) resent: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) hedges: AtomicU64,
-    /// Calls already fed into the retry budget.
-    pub(crate) budget_seen: AtomicU64,
 }
 
 /// A snapshot of a client's counters.

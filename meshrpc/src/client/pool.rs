@@ -46,6 +46,8 @@ pub(crate) struct Pool {
     slots: Box<[Slot]>,
     next: AtomicUsize,
     closed: AtomicBool,
+    /// Closed because its instance left discovery (not because the client was dropped).
+    retired: AtomicBool,
     /// Connections re-established after one dropped.
     pub(crate) reconnects: AtomicU64,
 }
@@ -61,6 +63,7 @@ impl Pool {
             slots,
             next: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
         }
     }
@@ -104,7 +107,12 @@ impl Pool {
                 return Ok(c); // another caller reconnected while we waited for the gate
             }
             if self.closed.load(Ordering::Acquire) {
-                return Err(Status::cancelled("the client is closed").with_not_processed(true));
+                return Err(if self.retired.load(Ordering::Acquire) {
+                    // An instance that left discovery: send the call elsewhere.
+                    Status::unavailable(format!("{} left discovery", self.target)).with_not_processed(true)
+                } else {
+                    Status::cancelled("the client is closed").with_not_processed(true)
+                });
             }
             let now = Instant::now();
             if let Some(at) = retry.next_attempt.filter(|at| *at > now) {
@@ -164,6 +172,7 @@ impl Pool {
     /// Closes every connection; later calls fail with CANCELLED.
     /// Stops reconnecting (live connections stay until [`Pool::close`]).
     pub(crate) fn stop_reconnecting(&self) {
+        self.retired.store(true, Ordering::Release);
         self.closed.store(true, Ordering::Release);
     }
 

@@ -64,6 +64,7 @@ fn service_prefix(service: &str) -> String {
     format!("{KEY_PREFIX}{service}/")
 }
 
+/// The key of `instance`.
 fn key(instance: &Instance) -> String {
     format!("{KEY_PREFIX}{}/{}", instance.service, instance.id)
 }
@@ -190,14 +191,17 @@ impl Registry for EtcdRegistry {
         .boxed()
     }
 
-    fn deregister(&self, instance: &Instance, lease: LeaseId) -> BoxFuture<'_, Result<(), Status>> {
-        let k = key(instance);
+    fn deregister(&self, _instance: &Instance, lease: LeaseId) -> BoxFuture<'_, Result<(), Status>> {
         async move {
+            // Revoking the lease deletes exactly the keys put under it: never a newer
+            // registration of the same id by another process (a rolling restart on the
+            // same address) under its own lease. A lease already gone is fine.
             let mut c = self.client.clone();
-            timed("delete", c.delete(k, None)).await?;
-            // Revoking also deletes anything else on the lease; a lease already gone is fine.
-            let _ = timed("lease revoke", c.lease_revoke(lease as i64)).await;
-            Ok(())
+            match timed("lease revoke", c.lease_revoke(lease as i64)).await {
+                Ok(_) => Ok(()),
+                Err(s) if s.code() == crate::status::Code::NotFound => Ok(()),
+                Err(s) => Err(s),
+            }
         }
         .boxed()
     }

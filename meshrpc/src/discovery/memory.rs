@@ -16,6 +16,8 @@ use crate::status::Status;
 
 /// The shortest TTL accepted (shorter ones are raised to it).
 const MIN_TTL: Duration = Duration::from_millis(100);
+/// The longest TTL accepted (longer ones are lowered to it).
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 struct Lease {
     ttl: Duration,
@@ -27,7 +29,6 @@ struct Lease {
 #[derive(Default)]
 struct State {
     revision: u64,
-    next_lease: LeaseId,
     /// service → id → (instance, lease)
     services: BTreeMap<String, BTreeMap<String, (Instance, LeaseId)>>,
     /// service → revision of its last change
@@ -69,7 +70,7 @@ impl MemoryRegistry {
         MemoryRegistry {
             shared: Arc::new(Shared {
                 epoch: rand::random::<u64>() | 1,
-                state: Mutex::new(State { next_lease: 1, ..State::default() }),
+                state: Mutex::new(State::default()),
                 changed: Notify::new(),
             }),
         }
@@ -82,11 +83,15 @@ impl MemoryRegistry {
     /// Registers synchronously (see [`Registry::register`]).
     pub fn register_now(&self, instance: &Instance, ttl: Duration) -> Result<LeaseId, Status> {
         validate(instance)?;
-        let ttl = ttl.max(MIN_TTL);
+        let ttl = ttl.clamp(MIN_TTL, MAX_TTL);
         let start_reaper = {
             let mut st = self.state();
-            let lease = st.next_lease;
-            st.next_lease += 1;
+            // Random, not sequential: a restarted registry must not hand out an id that
+            // an old holder still renews (it would renew someone else's lease).
+            let mut lease: LeaseId = rand::random::<u64>() >> 1 | 1;
+            while st.leases.contains_key(&lease) {
+                lease = rand::random::<u64>() >> 1 | 1;
+            }
             // Re-registering an id replaces the old entry (and detaches it from its lease).
             let key = (instance.service.clone(), instance.id.clone());
             if let Some((_, old)) = st.services.get(&key.0).and_then(|m| m.get(&key.1)).cloned() {

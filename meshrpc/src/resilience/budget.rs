@@ -17,6 +17,8 @@ struct Window {
     /// The second each bucket holds (to clear stale ones).
     stamps: [u64; WINDOW_SECS],
     start: Instant,
+    /// The running total last seen by [`RetryBudget::record_total`], and when.
+    last_total: (u64, Instant),
 }
 
 /// A retry budget: a retry is allowed while retries over the last 10 s stay within
@@ -48,6 +50,7 @@ impl RetryBudget {
                 buckets: [(0, 0); WINDOW_SECS],
                 stamps: [0; WINDOW_SECS],
                 start: Instant::now(),
+                last_total: (0, Instant::now()),
             }),
         }
     }
@@ -70,6 +73,25 @@ impl RetryBudget {
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         let i = Self::bucket(&mut w, Instant::now());
         w.buckets[i].0 += n;
+    }
+
+    /// Counts calls from a running total (e.g. summed from per-instance counters, so
+    /// the call path pays nothing): the calls since the last total were spread over the
+    /// time since then, so only the share that falls inside the window is counted. A
+    /// lump of an hour's calls never buys a burst of retries.
+    pub fn record_total(&self, total: u64) {
+        let now = Instant::now();
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, at) = w.last_total;
+        w.last_total = (total, now);
+        let delta = total.saturating_sub(last);
+        if delta == 0 {
+            return;
+        }
+        let span = now.saturating_duration_since(at).as_secs_f64();
+        let share = if span > WINDOW_SECS as f64 { WINDOW_SECS as f64 / span } else { 1.0 };
+        let i = Self::bucket(&mut w, now);
+        w.buckets[i].0 += (delta as f64 * share) as u64;
     }
 
     /// Takes one retry from the budget if it fits; false means: do not retry.

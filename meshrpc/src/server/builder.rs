@@ -81,6 +81,10 @@ pub(crate) struct ServerShared {
     stopping: CancellationToken,
 }
 
+/// The shutdown grace of a server announced in a registry, unless set: about one
+/// watch-propagation delay (a long poll answers within milliseconds of a change).
+pub const ANNOUNCED_SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
+
 /// What a server announces in its registry.
 #[derive(Clone)]
 struct Announce {
@@ -123,10 +127,16 @@ impl ServerBuilder {
 
     /// Announces every service of this server in `registry` while it runs: registered
     /// under a lease (default TTL 10 s) kept alive in the background and registered
-    /// again if lost; deregistered at graceful shutdown, before the shutdown grace.
+    /// again if lost; deregistered at graceful shutdown, before the shutdown grace
+    /// (which becomes [`ANNOUNCED_SHUTDOWN_GRACE`] if it was 0).
     pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
         self.announce =
             Some(Announce { registry, advertise: None, id: None, metadata: Vec::new(), ttl: DEFAULT_TTL });
+        // Serve on for about one watch-propagation delay after deregistering, unless
+        // told otherwise (`shutdown_grace` after this call wins).
+        if self.config.shutdown_grace.is_zero() {
+            self.config.shutdown_grace = ANNOUNCED_SHUTDOWN_GRACE;
+        }
         self
     }
 
@@ -325,8 +335,13 @@ impl Server {
     /// Serves until shut down through a [`ServerHandle`] (see [`Server::spawn`]).
     pub async fn run(self) {
         if let Some((registry, instances, ttl)) = self.instances() {
-            let a = Announcement::start(registry, instances, ttl);
-            *self.shared.announcement.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
+            // Under the lock, and only if no shutdown has started: `shutdown` cancels
+            // `stopping` before it takes the announcement, so one started here is always
+            // withdrawn, and none starts after a shutdown looked.
+            let mut slot = self.shared.announcement.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.shared.stopping.is_cancelled() {
+                *slot = Some(Announcement::start(registry, instances, ttl));
+            }
         }
         let tracker = TaskTracker::new();
         let shutdown = self.shared.shutdown.clone();

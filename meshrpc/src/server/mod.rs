@@ -22,7 +22,7 @@ mod handshake;
 mod health;
 mod router;
 
-pub use builder::{Server, ServerBuilder, ServerConfig, ServerHandle};
+pub use builder::{ANNOUNCED_SHUTDOWN_GRACE, Server, ServerBuilder, ServerConfig, ServerHandle};
 pub use context::{Context, current_deadline};
 pub use health::{HEALTH_CHECK, HEALTH_SERVICE, HealthCheckRequest, HealthCheckResponse, ServingStatus};
 pub use router::Service;
