@@ -76,6 +76,27 @@ async fn timed<T>(what: &str, f: impl Future<Output = Result<T, EtcdError>>) -> 
     }
 }
 
+/// Runs one etcd request, trying again for up to ~1.5 s (50 ms doubling) when it could
+/// not reach a member: etcd-client balances requests over every endpoint and may still
+/// pick one that died or is reconnecting, failing a request the others could serve.
+async fn request<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            Err(s) if s.code() == crate::status::Code::Unavailable && pause <= Duration::from_millis(800) => {
+                tracing::debug!("etcd: {what} failed ({s}); trying again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl EtcdRegistry {
     /// Connects to an etcd cluster; `endpoints` are `host:port` (or `http://host:port`)
     /// of its members, comma-separated or one per item. Fails if none answers.
@@ -122,10 +143,13 @@ impl EtcdRegistry {
     /// Waits up to `max_wait` for a change under the service's prefix after `after`;
     /// true if one happened (or the history is gone: compacted).
     async fn changed_since(&self, service: &str, after: Cursor, max_wait: Duration) -> Result<bool, Status> {
-        let mut c = self.client.clone();
-        let opts = WatchOptions::new().with_prefix().with_start_revision(after.revision as i64 + 1);
         // Dropping the stream ends the watch on the server.
-        let mut stream = timed("watch", c.watch(service_prefix(service), Some(opts))).await?;
+        let mut stream = request("watch", || {
+            let mut c = self.client.clone();
+            let opts = WatchOptions::new().with_prefix().with_start_revision(after.revision as i64 + 1);
+            async move { timed("watch", c.watch(service_prefix(service), Some(opts))).await }
+        })
+        .await?;
         let outcome = tokio::time::timeout(max_wait, async {
             loop {
                 match stream.message().await {
@@ -164,11 +188,20 @@ impl Registry for EtcdRegistry {
                     "an instance needs a service name, an id and an address",
                 ));
             }
-            let mut c = self.client.clone();
             let secs = ttl.as_secs_f64().ceil().max(2.0) as i64;
-            let lease = timed("lease grant", c.lease_grant(secs, None)).await?.id();
+            let lease = request("lease grant", || {
+                let mut c = self.client.clone();
+                async move { timed("lease grant", c.lease_grant(secs, None)).await }
+            })
+            .await?
+            .id();
             let value = serde_json::to_vec(&instance).map_err(|e| Status::internal(e.to_string()))?;
-            timed("put", c.put(key(&instance), value, Some(PutOptions::new().with_lease(lease)))).await?;
+            request("put", || {
+                let (mut c, value) = (self.client.clone(), value.clone());
+                let k = key(&instance);
+                async move { timed("put", c.put(k, value, Some(PutOptions::new().with_lease(lease)))).await }
+            })
+            .await?;
             Ok(lease as LeaseId)
         }
         .boxed()
@@ -176,17 +209,20 @@ impl Registry for EtcdRegistry {
 
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), Status>> {
         async move {
-            let mut c = self.client.clone();
-            let (mut keeper, mut stream) =
-                timed("lease keep-alive", c.lease_keep_alive(lease as i64)).await?;
-            timed("lease keep-alive", keeper.keep_alive()).await?;
-            match timed("lease keep-alive", stream.message()).await? {
-                Some(r) if r.ttl() > 0 => Ok(()),
-                Some(_) => Err(Status::not_found(format!(
-                    "etcd lease {lease:x} expired or was revoked: register again"
-                ))),
-                None => Err(Status::unavailable("etcd: the keep-alive stream ended")),
-            }
+            request("lease keep-alive", || async {
+                let mut c = self.client.clone();
+                let (mut keeper, mut stream) =
+                    timed("lease keep-alive", c.lease_keep_alive(lease as i64)).await?;
+                timed("lease keep-alive", keeper.keep_alive()).await?;
+                match timed("lease keep-alive", stream.message()).await? {
+                    Some(r) if r.ttl() > 0 => Ok(()),
+                    Some(_) => Err(Status::not_found(format!(
+                        "etcd lease {lease:x} expired or was revoked: register again"
+                    ))),
+                    None => Err(Status::unavailable("etcd: the keep-alive stream ended")),
+                }
+            })
+            .await
         }
         .boxed()
     }
@@ -196,8 +232,12 @@ impl Registry for EtcdRegistry {
             // Revoking the lease deletes exactly the keys put under it: never a newer
             // registration of the same id by another process (a rolling restart on the
             // same address) under its own lease. A lease already gone is fine.
-            let mut c = self.client.clone();
-            match timed("lease revoke", c.lease_revoke(lease as i64)).await {
+            let revoked = request("lease revoke", || {
+                let mut c = self.client.clone();
+                async move { timed("lease revoke", c.lease_revoke(lease as i64)).await }
+            })
+            .await;
+            match revoked {
                 Ok(_) => Ok(()),
                 Err(s) if s.code() == crate::status::Code::NotFound => Ok(()),
                 Err(s) => Err(s),
@@ -213,11 +253,16 @@ impl Registry for EtcdRegistry {
 
     fn services(&self) -> BoxFuture<'_, Result<Vec<String>, Status>> {
         async move {
-            let mut c = self.client.clone();
-            let resp = timed(
-                "list services",
-                c.get(KEY_PREFIX, Some(GetOptions::new().with_prefix().with_keys_only())),
-            )
+            let resp = request("list services", || {
+                let mut c = self.client.clone();
+                async move {
+                    timed(
+                        "list services",
+                        c.get(KEY_PREFIX, Some(GetOptions::new().with_prefix().with_keys_only())),
+                    )
+                    .await
+                }
+            })
             .await?;
             let names: BTreeSet<String> = resp
                 .kvs()
