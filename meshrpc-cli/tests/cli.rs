@@ -20,6 +20,13 @@ fn demo_runs_the_scenarios_and_exits_zero() {
     assert!(stdout.contains("UNAVAILABLE"), "the down server's error is reported: {stdout}");
     assert_eq!(stdout.matches("Hello, Alice!").count(), 2, "both live servers answered: {stdout}");
     assert!(stdout.contains("All RPC calls completed."), "{stdout}");
+    // Scenario 4: discovery, balancing, a crash that costs no call, the registry dropping it.
+    assert!(
+        stdout.contains("300 concurrent Calculator.Add calls through the balanced client: 0 failed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("300 more calls: 0 failed"), "{stdout}");
+    assert!(stdout.contains("2 instances listed"), "{stdout}");
 }
 
 #[test]
