@@ -132,18 +132,18 @@ impl Endpoint {
         match outcome {
             Ok(()) => {
                 self.succeeded.fetch_add(1, Ordering::Relaxed);
-                self.succeeded()
+                self.reset_failures()
             }
             // Failures are counted by the balancer; a timeout or a cancel says nothing
             // either way (a black hole must not look healthy, a tight deadline not sick).
             Err(s)
                 if counts_as_failure(s) || matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled) => {}
-            Err(_) => self.succeeded(), // an application error: the instance is healthy
+            Err(_) => self.reset_failures(), // an application error: the instance is healthy
         }
     }
 
     /// Resets the passive-health state after a success.
-    pub(crate) fn succeeded(&self) {
+    pub(crate) fn reset_failures(&self) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }

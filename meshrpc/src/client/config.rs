@@ -133,19 +133,12 @@ impl ClientBuilder {
     /// instance is known wait for one, within their deadline. Retries (idempotent
     /// calls, and calls an instance never processed) go to another instance within the
     /// retry budget; instances that keep failing are ejected for a while.
-    pub fn discover(self, service: &str, registry: Arc<dyn Registry>) -> Client {
-        let balanced = Balanced::start(service, registry, self.strategy, self.filter, self.config.clone());
+    pub fn discover(mut self, service: &str, registry: Arc<dyn Registry>) -> Client {
+        let filter = std::mem::take(&mut self.filter);
+        let balanced = Balanced::start(service, registry, self.strategy, filter, self.config.clone());
         let per_conn = crate::server::ServerConfig::default().max_concurrent_calls_per_connection;
-        let inner = ClientInner {
-            target: Target::Balanced(balanced),
-            config: self.config,
-            limit: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
-            server_max_calls: per_conn,
-            peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-            stats: Stats::default(),
-            budget: self.budget.unwrap_or_default(),
-        };
-        Client::from_inner(inner)
+        let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        self.build(Target::Balanced(balanced), per_conn, unspecified, Semaphore::MAX_PERMITS)
     }
 
     /// A client that connects on its first call, so the server need not be up yet;
@@ -160,16 +153,27 @@ impl ClientBuilder {
         let pool = Pool::new(target, self.config.clone());
         let per_conn = crate::server::ServerConfig::default().max_concurrent_calls_per_connection;
         let permits = (per_conn as usize).saturating_mul(self.config.connections.max(1));
-        let inner = ClientInner {
-            target: Target::Single(pool),
+        Ok(self.build(Target::Single(pool), per_conn, peer, permits))
+    }
+
+    /// The client for `target`: `permits` sizes the client-wide limit tower's
+    /// `poll_ready` reserves from.
+    fn build(
+        self,
+        target: Target,
+        server_max_calls: u32,
+        peer: std::net::SocketAddr,
+        permits: usize,
+    ) -> Client {
+        Client::from_inner(ClientInner {
+            target,
             config: self.config,
             limit: Arc::new(Semaphore::new(permits.min(Semaphore::MAX_PERMITS))),
-            server_max_calls: per_conn,
+            server_max_calls,
             peer,
             stats: Stats::default(),
             budget: self.budget.unwrap_or_default(),
-        };
-        Ok(Client::from_inner(inner))
+        })
     }
 
     /// Connects to `addr` (host:port; resolved again on every reconnect).
@@ -178,15 +182,6 @@ impl ClientBuilder {
         // The client-wide limit (what tower's `poll_ready` waits on): the server's
         // advertised per-connection limit times the connections in the pool.
         let permits = (first.server_max_calls as usize).saturating_mul(self.config.connections.max(1));
-        let inner = ClientInner {
-            target: Target::Single(pool),
-            config: self.config,
-            limit: Arc::new(Semaphore::new(permits.min(Semaphore::MAX_PERMITS))),
-            server_max_calls: first.server_max_calls,
-            peer: first.peer,
-            stats: Stats::default(),
-            budget: self.budget.unwrap_or_default(),
-        };
-        Ok(Client::from_inner(inner))
+        Ok(self.build(Target::Single(pool), first.server_max_calls, first.peer, permits))
     }
 }

@@ -21,7 +21,6 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 pub struct Announcement {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
-    registered: watch::Receiver<usize>,
 }
 
 impl Announcement {
@@ -29,15 +28,8 @@ impl Announcement {
     /// third of it.
     pub fn start(registry: Arc<dyn Registry>, instances: Vec<Instance>, ttl: Duration) -> Announcement {
         let (stop, stop_rx) = watch::channel(false);
-        let (reg_tx, registered) = watch::channel(0);
-        let task = tokio::spawn(keep(registry, instances, ttl, stop_rx, reg_tx));
-        Announcement { stop, task: Some(task), registered }
-    }
-
-    /// Waits until every instance has been registered once (at most `timeout`); false
-    /// on timeout (the registry is unreachable; the task keeps trying).
-    pub async fn registered(&mut self, want: usize, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.registered.wait_for(|n| *n >= want)).await.is_ok_and(|r| r.is_ok())
+        let task = tokio::spawn(keep(registry, instances, ttl, stop_rx));
+        Announcement { stop, task: Some(task) }
     }
 
     /// Deregisters every instance (best effort, within `timeout`) and stops renewing.
@@ -62,7 +54,6 @@ async fn keep(
     instances: Vec<Instance>,
     ttl: Duration,
     mut stop: watch::Receiver<bool>,
-    registered: watch::Sender<usize>,
 ) {
     let backoff = Backoff::new(Duration::from_millis(100), ttl.max(Duration::from_secs(1)));
     let mut leases: Vec<Option<LeaseId>> = vec![None; instances.len()];
@@ -86,7 +77,6 @@ async fn keep(
                 tracing::debug!(service = %inst.service, "registry unreachable ({e}); retrying");
             }
         }
-        registered.send_replace(leases.iter().filter(|l| l.is_some()).count());
         let wait = if all_ok {
             failures = 0;
             ttl / 3

@@ -24,8 +24,8 @@ struct Window {
 /// A retry budget: a retry is allowed while retries over the last 10 s stay within
 /// `ratio` × calls + `per_second` × 10. Default: 20 % of calls plus 10 per second.
 ///
-/// Calls are counted by [`RetryBudget::record_calls`] (the client counts them from its
-/// connections' call ids, so the fast path pays nothing); retries by
+/// Calls are counted by [`RetryBudget::record_total`] (the client sums its per-instance
+/// call counters when a retry is considered, so the fast path pays nothing); retries by
 /// [`RetryBudget::try_retry`], which says whether this one fits.
 #[derive(Debug)]
 pub struct RetryBudget {
@@ -63,16 +63,6 @@ impl RetryBudget {
             w.buckets[i] = (0, 0);
         }
         i
-    }
-
-    /// Counts `n` calls made just now.
-    pub fn record_calls(&self, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        let i = Self::bucket(&mut w, Instant::now());
-        w.buckets[i].0 += n;
     }
 
     /// Counts calls from a running total (e.g. summed from per-instance counters, so
