@@ -27,12 +27,21 @@ pub(crate) struct DemoArgs {
     /// to run replicas; see `meshrpc registry`).
     #[command(flatten)]
     registry: RegistryArgs,
+    /// With --listen: where to serve the admin endpoint (dashboard, /metrics, /healthz,
+    /// /readyz); port 0 picks a free port. Printed as `DASHBOARD http://…/`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    admin: String,
+    /// With --listen: demo calls per second (on average; the rate swings slowly) this
+    /// process sends to the demo services, so the dashboard shows live traffic.
+    /// 0 sends none (benchmarks and exact-count tests use 0).
+    #[arg(long, value_name = "CALLS_PER_SEC", default_value_t = 20.0)]
+    traffic: f64,
 }
 
 /// Runs `meshrpc demo`.
 pub(crate) async fn run(args: DemoArgs) -> ExitCode {
-    match args.listen {
-        Some(addr) => listen(&addr, &args.registry).await,
+    match &args.listen {
+        Some(addr) => listen(addr, &args).await,
         None => match scenarios().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -43,15 +52,24 @@ pub(crate) async fn run(args: DemoArgs) -> ExitCode {
     }
 }
 
-async fn listen(addr: &str, registry: &RegistryArgs) -> ExitCode {
-    let mut builder = Server::builder();
+async fn listen(addr: &str, args: &DemoArgs) -> ExitCode {
+    let registry = &args.registry;
+    if !(args.traffic >= 0.0 && args.traffic <= 100_000.0) {
+        eprintln!("error: --traffic must be between 0 and 100000 calls per second");
+        return ExitCode::FAILURE;
+    }
+    let mut builder = Server::builder().admin(args.admin.as_str());
     for svc in demo::services("demo") {
         builder = builder.add_service(svc);
     }
     let announced = registry.registry.clone().or_else(|| registry.etcd.clone());
+    let mut discovered = None;
     match registry.connect().await {
         // Deregistered at Ctrl-C; watchers get a moment to see it before GOAWAY.
-        Ok(Some(reg)) => builder = builder.registry(reg).shutdown_grace(Duration::from_millis(300)),
+        Ok(Some(reg)) => {
+            discovered = Some(reg.clone());
+            builder = builder.registry(reg).shutdown_grace(Duration::from_millis(300));
+        }
         Ok(None) => {}
         Err(e) => {
             eprintln!("error: {e}");
@@ -61,9 +79,7 @@ async fn listen(addr: &str, registry: &RegistryArgs) -> ExitCode {
     let server = match builder.bind(addr).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "error: cannot listen on {addr}: {e}\nhint: pick a free port, or port 0 for any free port"
-            );
+            eprintln!("error: {e}\nhint: pick a free port, or port 0 for any free port");
             return ExitCode::FAILURE;
         }
     };
@@ -73,16 +89,47 @@ async fn listen(addr: &str, registry: &RegistryArgs) -> ExitCode {
     if addr.ends_with(":0") {
         let _ = writeln!(out, "PORT {}", local.port());
     }
+    if let Some(admin) = server.admin_addr() {
+        let _ = writeln!(out, "DASHBOARD http://{admin}/");
+    }
     let _ = writeln!(out, "meshrpc demo serving {methods} on {local}");
     if let Some(r) = &announced {
         let _ = writeln!(out, "announced in the registry at {r} (as instance {local})");
     }
     let _ = writeln!(out, "try: meshrpc call --addr {local} Calculator.Add '{{\"a\":10,\"b\":5}}'");
+    if let Some(admin) = server.admin_addr() {
+        let _ = writeln!(out, "metrics: http://{admin}/metrics (Prometheus), health: /healthz, /readyz");
+    }
+    if args.traffic > 0.0 {
+        let _ = writeln!(
+            out,
+            "sending about {} demo calls/s to the demo services (--traffic 0 for none)",
+            args.traffic
+        );
+    }
     let _ = writeln!(out, "press Ctrl-C to stop");
     let _ = out.flush();
     drop(out);
     let handle = server.spawn();
+    let traffic = if args.traffic > 0.0 {
+        let client = match discovered {
+            Some(reg) => Ok(Client::discover("Calculator", reg)),
+            None => Client::connect(local).await,
+        };
+        match client {
+            Ok(c) => Some(tokio::spawn(super::traffic::run(c, args.traffic))),
+            Err(e) => {
+                eprintln!("warning: cannot send demo traffic: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     super::stop_signal().await;
+    if let Some(t) = traffic {
+        t.abort();
+    }
     eprintln!("shutting down: finishing calls in flight…");
     handle.shutdown().await;
     ExitCode::SUCCESS
@@ -120,6 +167,9 @@ async fn scenarios() -> Result<(), String> {
     println!(
         "  meshrpc call --service Calculator --registry 127.0.0.1:7700 Calculator.Add '{{\"a\":10,\"b\":5}}'"
     );
+    println!("To watch it live (services, instances, requests/s, errors, p50/p99), run");
+    println!("  meshrpc demo --listen 127.0.0.1:7001");
+    println!("and open the DASHBOARD address it prints; with a registry, its DASHBOARD shows every replica.");
     Ok(())
 }
 

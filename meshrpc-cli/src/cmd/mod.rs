@@ -6,6 +6,7 @@ pub(crate) mod demo;
 pub(crate) mod fanout;
 pub(crate) mod registry;
 pub(crate) mod target;
+pub(crate) mod traffic;
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, so that `kill PID` also shuts down cleanly
 /// (deregistering, draining) instead of vanishing like a crash.

@@ -18,12 +18,17 @@ pub(crate) struct RegistryServeArgs {
     /// printed is `PORT n`.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
     listen: String,
+    /// Where to serve the admin endpoint: the dashboard of every registered instance,
+    /// Prometheus HTTP service discovery at /sd, and /metrics. Port 0: any free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    admin: String,
 }
 
 /// Runs `meshrpc registry`.
 pub(crate) async fn serve(args: RegistryServeArgs) -> ExitCode {
     let registry = MemoryRegistry::new();
-    let server = match Server::builder().dev_registry(registry).bind(args.listen.as_str()).await {
+    let builder = Server::builder().dev_registry(registry).admin(args.admin.as_str());
+    let server = match builder.bind(args.listen.as_str()).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
@@ -37,6 +42,10 @@ pub(crate) async fn serve(args: RegistryServeArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
     // Always first, so scripts and tests can read the port whatever was asked for.
     let _ = writeln!(out, "PORT {}", local.port());
+    if let Some(admin) = server.admin_addr() {
+        let _ = writeln!(out, "DASHBOARD http://{admin}/");
+        let _ = writeln!(out, "prometheus http_sd_configs url: http://{admin}/sd");
+    }
     let _ =
         writeln!(out, "meshrpc dev registry on {local} (in memory; for one machine: use etcd for clusters)");
     let _ = writeln!(out, "try: meshrpc demo --listen 127.0.0.1:0 --registry {local}");

@@ -181,6 +181,10 @@ impl Balanced {
         let ejected = picker.endpoints.iter().filter(|e| e.is_ejected(now)).count();
         if (ejected + 1) * 2 <= n {
             let d = e.eject(now);
+            if crate::metrics::ENABLED {
+                crate::metrics::ClientMetrics::global()
+                    .count(&e.instance.service, crate::metrics::Event::Ejection);
+            }
             tracing::info!(service = %self.service, id = %e.instance.id, "instance ejected for {d:?} after repeated failures");
         }
     }

@@ -17,6 +17,7 @@ use crate::balance::{Balanced, Endpoint, Picker, counts_as_failure};
 use crate::codec::Codec;
 use crate::discovery::Instance;
 use crate::fanout;
+use crate::metrics::{ClientMetrics, Event};
 use crate::resilience::SAME_INSTANCE_BACKOFF;
 use crate::status::{Code, Status};
 use crate::wire::Response;
@@ -94,6 +95,7 @@ impl Client {
                         return Err(Status::unavailable("hedge not sent: the retry budget is spent"));
                     }
                     self.inner.stats.hedges.fetch_add(1, Ordering::Relaxed);
+                    self.count_event(method, Event::Hedge);
                 }
                 self.balanced_attempts(b, call, None, Some(used)).await
             })
@@ -188,6 +190,7 @@ impl Client {
                 ));
             }
             self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            self.count_event(method, Event::Retry);
             tracing::debug!(method, instance = %ep.instance.id, "retrying elsewhere after: {status}");
             tried.push(ep);
             let live = picker.endpoints.iter().filter(|e| !e.retired.load(Ordering::Relaxed)).count();
@@ -240,6 +243,13 @@ impl Client {
             b.failed(picker, i, t1);
         }
         (r, reached)
+    }
+
+    /// Counts a retry or hedge in the process's client metrics, under the service.
+    fn count_event(&self, method: &str, event: Event) {
+        if crate::metrics::ENABLED {
+            ClientMetrics::global().count(crate::metrics::service_of(method), event);
+        }
     }
 
     /// Feeds the calls made since the last retry into the budget.

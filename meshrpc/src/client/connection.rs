@@ -201,7 +201,24 @@ impl Connection {
     }
 }
 
+/// Counts an open connection in the client metrics while its reader runs.
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        crate::metrics::ClientMetrics::global().connection_opened();
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        crate::metrics::ClientMetrics::global().connection_closed();
+    }
+}
+
 async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader<OwnedReadHalf>) {
+    let _counted = Counted::new();
     let mut wakers: Vec<Waker> = Vec::new();
     let mut pings: Vec<[u8; 8]> = Vec::new();
     let peer = conn.peer;

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::PollSemaphore;
+use tracing::Instrument as _;
 
 use super::balanced::Call;
 use super::call::{deadline_exceeded, effective_deadline, within};
@@ -20,6 +21,7 @@ use super::pool::Pool;
 use crate::balance::Balanced;
 use crate::codec::Codec;
 use crate::discovery::Registry;
+use crate::metrics::{ClientMetrics, Event};
 use crate::resilience::RetryBudget;
 use crate::status::{Code, Status};
 use crate::wire::Response;
@@ -252,10 +254,52 @@ impl Client {
         Ok(self.invoke(method, opts, codec, &encode, None).await?.payload)
     }
 
+    /// One call, recorded: metrics, an `rpc.client` span, and the trace context sent
+    /// along (see [`crate::trace`]).
+    pub(crate) async fn invoke(
+        &self,
+        method: &str,
+        opts: &CallOptions,
+        codec: Codec,
+        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
+        reserved: Option<OwnedSemaphorePermit>,
+    ) -> Result<Response, Status> {
+        if !crate::metrics::ENABLED {
+            return self.invoke_unrecorded(method, opts, codec, encode, reserved).await;
+        }
+        let stats = ClientMetrics::global().method(method);
+        let started = Instant::now();
+        stats.start(0);
+        let span = crate::trace::client_span(method);
+        let traced;
+        let opts = match crate::trace::outgoing(&span) {
+            Some(tc) => {
+                traced = opts.clone().metadata(crate::trace::TRACEPARENT, tc.to_traceparent());
+                &traced
+            }
+            None => opts,
+        };
+        // Counts what the encoder wrote (a re-sent call counts once more).
+        let sent = AtomicUsize::new(0);
+        let counting = |out: &mut BytesMut| {
+            let before = out.len();
+            let r = encode(out);
+            sent.fetch_add(out.len().saturating_sub(before), Ordering::Relaxed);
+            r
+        };
+        let call = self.invoke_unrecorded(method, opts, codec, &counting, reserved);
+        let result = if span.is_disabled() { call.await } else { call.instrument(span.clone()).await };
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        stats.add_request_bytes(sent.load(Ordering::Relaxed));
+        stats.finish(code, started.elapsed(), result.as_ref().map_or(0, |r| r.payload.len()));
+        crate::trace::record_code(&span, code);
+        result
+    }
+
     /// One call: a client-wide permit (unless tower reserved one), then a connection
     /// and the call on it, re-sent on a new connection when the server refused it
     /// unprocessed because it was going away; the deadline bounds all of it.
-    pub(crate) async fn invoke(
+    async fn invoke_unrecorded(
         &self,
         method: &str,
         opts: &CallOptions,
@@ -292,6 +336,9 @@ impl Client {
                 Err(s) if is_resendable(&s) && resent < MAX_RESENDS => {
                     resent += 1;
                     self.inner.stats.resent.fetch_add(1, Ordering::Relaxed);
+                    if crate::metrics::ENABLED {
+                        ClientMetrics::global().count(crate::metrics::service_of(method), Event::Resend);
+                    }
                     tracing::debug!(method, resent, "re-sending a call the server did not process: {s}");
                 }
                 other => return other,

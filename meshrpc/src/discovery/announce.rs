@@ -2,6 +2,7 @@
 //! their lease, registers again when the lease is lost, deregisters on request.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -21,6 +22,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 pub struct Announcement {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    registered: Arc<AtomicBool>,
 }
 
 impl Announcement {
@@ -28,8 +30,15 @@ impl Announcement {
     /// third of it.
     pub fn start(registry: Arc<dyn Registry>, instances: Vec<Instance>, ttl: Duration) -> Announcement {
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(keep(registry, instances, ttl, stop_rx));
-        Announcement { stop, task: Some(task) }
+        let registered = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(keep(registry, instances, ttl, stop_rx, registered.clone()));
+        Announcement { stop, task: Some(task), registered }
+    }
+
+    /// True while every instance holds a lease (false until the first registration
+    /// succeeded, and while one is being registered again).
+    pub fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Acquire)
     }
 
     /// Deregisters every instance (best effort, within `timeout`) and stops renewing.
@@ -54,6 +63,7 @@ async fn keep(
     instances: Vec<Instance>,
     ttl: Duration,
     mut stop: watch::Receiver<bool>,
+    registered: Arc<AtomicBool>,
 ) {
     let backoff = Backoff::new(Duration::from_millis(100), ttl.max(Duration::from_secs(1)));
     let mut leases: Vec<Option<LeaseId>> = vec![None; instances.len()];
@@ -77,6 +87,7 @@ async fn keep(
                 tracing::debug!(service = %inst.service, "registry unreachable ({e}); retrying");
             }
         }
+        registered.store(leases.iter().all(Option::is_some), Ordering::Release);
         let wait = if all_ok {
             failures = 0;
             ttl / 3
@@ -89,6 +100,7 @@ async fn keep(
             _ = stop.wait_for(|s| *s) => break,
         }
     }
+    registered.store(false, Ordering::Release);
     for (inst, lease) in instances.iter().zip(leases) {
         if let Some(id) = lease
             && let Err(e) = registry.deregister(inst, id).await

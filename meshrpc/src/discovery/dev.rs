@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::instance::{Cursor, Instance, Snapshot};
+use super::instance::{Cursor, Instance, LeasedInstance, Snapshot};
 use super::memory::MemoryRegistry;
 use super::registry::{LeaseId, Registry};
 use crate::client::{CallOptions, Client};
@@ -56,7 +56,8 @@ struct WatchReq {
 /// Long polls end early (with the current snapshot) once `stopping` is cancelled, so a
 /// registry shutting down does not wait out its watchers' polls.
 pub(crate) fn service(reg: MemoryRegistry, stopping: CancellationToken) -> Service {
-    let (r1, r2, r3, r4, r5, r6) = (reg.clone(), reg.clone(), reg.clone(), reg.clone(), reg.clone(), reg);
+    let (r1, r2, r3, r4, r5) = (reg.clone(), reg.clone(), reg.clone(), reg.clone(), reg.clone());
+    let (r6, r7) = (reg.clone(), reg);
     Service::new(REGISTRY_SERVICE)
         .method("Register", move |_c: Context, q: RegisterReq| {
             let r = r1.register_now(&q.instance, Duration::from_millis(q.ttl_ms));
@@ -71,6 +72,9 @@ pub(crate) fn service(reg: MemoryRegistry, stopping: CancellationToken) -> Servi
         })
         .method("Services", move |_c: Context, _q: ()| {
             std::future::ready(Ok::<_, Status>(r5.service_names()))
+        })
+        .method("Leases", move |_c: Context, q: ServiceReq| {
+            std::future::ready(Ok::<_, Status>(r7.leases_now(&q.service)))
         })
         .method("Watch", move |ctx: Context, q: WatchReq| {
             let (r, stopping) = (r6.clone(), stopping.clone());
@@ -152,6 +156,11 @@ impl Registry for DevRegistry {
 
     fn services(&self) -> BoxFuture<'_, Result<Vec<String>, Status>> {
         async move { self.call("Services", &(), CALL_TIMEOUT).await }.boxed()
+    }
+
+    fn leases(&self, service: &str) -> BoxFuture<'_, Result<Vec<LeasedInstance>, Status>> {
+        let req = ServiceReq { service: service.to_string() };
+        async move { self.call("Leases", &req, CALL_TIMEOUT).await }.boxed()
     }
 
     fn watch_next(

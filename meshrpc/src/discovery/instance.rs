@@ -78,3 +78,27 @@ pub struct Snapshot {
     /// Its live instances, sorted by id.
     pub instances: Vec<Instance>,
 }
+
+/// An instance with what its registry knows of its lease (for dashboards and `meshrpc
+/// list`); `lease` is `None` where the backend does not say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasedInstance {
+    /// The instance.
+    pub instance: Instance,
+    /// Its lease, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseInfo>,
+}
+
+/// A lease's age and time to live, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// The lease's TTL.
+    pub ttl_ms: u64,
+    /// Time since the instance was registered.
+    pub age_ms: u64,
+    /// Time since the lease was last renewed.
+    pub renewed_ms_ago: u64,
+    /// Time left before it expires unless renewed.
+    pub expires_in_ms: u64,
+}

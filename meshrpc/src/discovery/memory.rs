@@ -10,7 +10,13 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::instance::{Cursor, Instance, Snapshot};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+use super::instance::{Cursor, Instance, LeaseInfo, LeasedInstance, Snapshot};
 use super::registry::{LeaseId, Registry};
 use crate::status::Status;
 
@@ -22,6 +28,8 @@ const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 struct Lease {
     ttl: Duration,
     expires: Instant,
+    granted: Instant,
+    renewed: Instant,
     /// (service, id) of the instances registered under it.
     keys: Vec<(String, String)>,
 }
@@ -31,8 +39,8 @@ struct State {
     revision: u64,
     /// service → id → (instance, lease)
     services: BTreeMap<String, BTreeMap<String, (Instance, LeaseId)>>,
-    /// service → revision of its last change
-    changed: HashMap<String, u64>,
+    /// service → revision and time of its last change
+    changed: HashMap<String, (u64, Instant)>,
     leases: HashMap<LeaseId, Lease>,
     reaper_running: bool,
 }
@@ -42,6 +50,8 @@ struct Shared {
     state: Mutex<State>,
     /// Woken on every change (watchers re-check their service) and for the reaper.
     changed: Notify,
+    /// How long after a change waiting watchers got it (seconds).
+    watch_lag: Histogram,
 }
 
 /// An in-process registry with leases, TTLs and long-poll watches. Cheap to clone
@@ -72,6 +82,7 @@ impl MemoryRegistry {
                 epoch: rand::random::<u64>() | 1,
                 state: Mutex::new(State::default()),
                 changed: Notify::new(),
+                watch_lag: Histogram::new(super::super::metrics::LATENCY_BUCKETS),
             }),
         }
     }
@@ -99,7 +110,11 @@ impl MemoryRegistry {
                     l.keys.retain(|k| *k != key);
                 }
             }
-            st.leases.insert(lease, Lease { ttl, expires: Instant::now() + ttl, keys: vec![key.clone()] });
+            let now = Instant::now();
+            st.leases.insert(
+                lease,
+                Lease { ttl, expires: now + ttl, granted: now, renewed: now, keys: vec![key.clone()] },
+            );
             st.services.entry(key.0.clone()).or_default().insert(key.1, (instance.clone(), lease));
             bump(&mut st, &key.0);
             let start = !st.reaper_running;
@@ -118,7 +133,8 @@ impl MemoryRegistry {
         let mut st = self.state();
         match st.leases.get_mut(&lease) {
             Some(l) => {
-                l.expires = Instant::now() + l.ttl;
+                l.renewed = Instant::now();
+                l.expires = l.renewed + l.ttl;
                 Ok(())
             }
             None => Err(lease_gone(lease)),
@@ -173,6 +189,31 @@ impl MemoryRegistry {
         self.state().services.iter().filter(|(_, m)| !m.is_empty()).map(|(s, _)| s.clone()).collect()
     }
 
+    /// The live instances of `service` with their leases (see [`Registry::leases`]).
+    pub fn leases_now(&self, service: &str) -> Vec<LeasedInstance> {
+        let now = Instant::now();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let st = self.state();
+        let Some(m) = st.services.get(service) else { return Vec::new() };
+        m.values()
+            .map(|(instance, lease)| LeasedInstance {
+                instance: instance.clone(),
+                lease: st.leases.get(lease).map(|l| LeaseInfo {
+                    ttl_ms: ms(l.ttl),
+                    age_ms: ms(now.saturating_duration_since(l.granted)),
+                    renewed_ms_ago: ms(now.saturating_duration_since(l.renewed)),
+                    expires_in_ms: ms(l.expires.saturating_duration_since(now)),
+                }),
+            })
+            .collect()
+    }
+
+    /// This registry's Prometheus metrics: instances per service, live leases, and how
+    /// long after a change waiting watchers received it.
+    pub fn collector(&self) -> impl prometheus_client::collector::Collector + use<> {
+        RegistryCollector { registry: self.clone() }
+    }
+
     /// See [`Registry::watch_next`].
     pub async fn next_snapshot(&self, service: &str, after: Cursor, max_wait: Duration) -> Snapshot {
         let until = Instant::now() + max_wait;
@@ -183,8 +224,11 @@ impl MemoryRegistry {
             notified.as_mut().enable();
             {
                 let st = self.state();
-                let rev = st.changed.get(service).copied().unwrap_or(0);
+                let (rev, at) = st.changed.get(service).copied().unwrap_or((0, until));
                 if after.epoch != self.shared.epoch || rev > after.revision {
+                    if after.epoch == self.shared.epoch {
+                        self.shared.watch_lag.observe(at.elapsed().as_secs_f64());
+                    }
                     return snapshot_of(&st, self.shared.epoch, service);
                 }
             }
@@ -210,7 +254,7 @@ fn lease_gone(lease: LeaseId) -> Status {
 fn bump(st: &mut State, service: &str) {
     st.revision += 1;
     let rev = st.revision;
-    st.changed.insert(service.to_string(), rev);
+    st.changed.insert(service.to_string(), (rev, Instant::now()));
 }
 
 /// Removes the entries `keys` still registered under `lease` (any lease if `None`).
@@ -233,7 +277,7 @@ fn remove_keys(st: &mut State, keys: &[(String, String)], lease: Option<LeaseId>
 fn snapshot_of(st: &State, epoch: u64, service: &str) -> Snapshot {
     Snapshot {
         service: service.to_string(),
-        cursor: Cursor { epoch, revision: st.changed.get(service).copied().unwrap_or(0) },
+        cursor: Cursor { epoch, revision: st.changed.get(service).map_or(0, |c| c.0) },
         instances: st
             .services
             .get(service)
@@ -271,6 +315,42 @@ async fn reap(shared: Weak<Shared>) {
     }
 }
 
+/// Encodes a [`MemoryRegistry`]'s metrics on each scrape.
+#[derive(Debug)]
+struct RegistryCollector {
+    registry: MemoryRegistry,
+}
+
+impl Collector for RegistryCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let (counts, leases) = {
+            let st = self.registry.state();
+            let counts: Vec<(String, usize)> =
+                st.services.iter().map(|(s, m)| (s.clone(), m.len())).collect();
+            (counts, st.leases.len())
+        };
+        {
+            let help = "Live instances per service in this dev registry.";
+            let mut family =
+                encoder.encode_descriptor("registry_instances", help, None, MetricType::Gauge)?;
+            for (service, n) in &counts {
+                ConstGauge::new(*n as i64).encode(family.encode_family(&[("service", service.as_str())])?)?;
+            }
+        }
+        let help = "Live leases in this dev registry.";
+        ConstGauge::new(leases as i64).encode(encoder.encode_descriptor(
+            "registry_leases",
+            help,
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let help = "Seconds from a change of a service's instances to a waiting watch receiving it.";
+        let lag =
+            encoder.encode_descriptor("registry_watch_lag_seconds", help, None, MetricType::Histogram)?;
+        self.registry.shared.watch_lag.encode(lag)
+    }
+}
+
 impl Registry for MemoryRegistry {
     fn register(&self, instance: &Instance, ttl: Duration) -> BoxFuture<'_, Result<LeaseId, Status>> {
         std::future::ready(self.register_now(instance, ttl)).boxed()
@@ -290,6 +370,10 @@ impl Registry for MemoryRegistry {
 
     fn services(&self) -> BoxFuture<'_, Result<Vec<String>, Status>> {
         std::future::ready(Ok(self.service_names())).boxed()
+    }
+
+    fn leases(&self, service: &str) -> BoxFuture<'_, Result<Vec<LeasedInstance>, Status>> {
+        std::future::ready(Ok(self.leases_now(service))).boxed()
     }
 
     fn watch_next(

@@ -22,7 +22,7 @@ pub use announce::{Announcement, DEFAULT_TTL};
 pub use dev::{DevRegistry, REGISTRY_SERVICE};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdRegistry, KEY_PREFIX};
-pub use instance::{Cursor, Instance, Snapshot};
+pub use instance::{Cursor, Instance, LeaseInfo, LeasedInstance, Snapshot};
 pub use memory::MemoryRegistry;
 pub use registry::{LeaseId, Registry};
 pub use watch::Watch;

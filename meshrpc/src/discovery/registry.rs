@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::instance::{Cursor, Instance, Snapshot};
+use super::instance::{Cursor, Instance, LeasedInstance, Snapshot};
 use crate::status::Status;
 
 /// A lease: the registration lives while the lease is kept alive.
@@ -43,4 +43,14 @@ pub trait Registry: Send + Sync + 'static {
         after: Cursor,
         max_wait: Duration,
     ) -> BoxFuture<'_, Result<Snapshot, Status>>;
+
+    /// The live instances of `service` with their leases' age and TTL where the backend
+    /// knows them (the default: [`Registry::list`] without lease details).
+    fn leases(&self, service: &str) -> BoxFuture<'_, Result<Vec<LeasedInstance>, Status>> {
+        let list = self.list(service);
+        Box::pin(async move {
+            let snap = list.await?;
+            Ok(snap.instances.into_iter().map(|instance| LeasedInstance { instance, lease: None }).collect())
+        })
+    }
 }

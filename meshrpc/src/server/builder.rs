@@ -12,7 +12,9 @@ use tokio_util::task::TaskTracker;
 
 use super::connection::serve_connection;
 use super::router::{Router, Service};
+use crate::admin::AdminSource;
 use crate::discovery::{Announcement, DEFAULT_TTL, Instance, MemoryRegistry, Registry};
+use crate::metrics::{ClientMetrics, Exposition, ServerMetrics};
 use crate::wire;
 
 /// Server limits and timeouts. `Default` gives the documented defaults.
@@ -79,6 +81,28 @@ pub(crate) struct ServerShared {
     announcement: std::sync::Mutex<Option<Announcement>>,
     /// Cancelled when a shutdown starts.
     stopping: CancellationToken,
+    /// What this server records about its calls.
+    pub(crate) metrics: Arc<ServerMetrics>,
+    /// Stops the admin endpoint (at the end of `run`, or at once on abort).
+    admin_stop: CancellationToken,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl ServerShared {
+    /// `Ok` when the server should get traffic: serving, and registered if announced.
+    fn readiness(&self) -> Result<(), String> {
+        if !self.serving.load(Ordering::Acquire) {
+            return Err("the server is shutting down (draining)".to_string());
+        }
+        if self.announce.is_some() {
+            return match &*self.announcement.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(a) if a.is_registered() => Ok(()),
+                Some(_) => Err("not registered in the registry yet".to_string()),
+                None => Err("not announced yet (the server is not running)".to_string()),
+            };
+        }
+        Ok(())
+    }
 }
 
 /// The shutdown grace of a server announced in a registry, unless set: about one
@@ -114,6 +138,10 @@ pub struct ServerBuilder {
     announce: Option<Announce>,
     /// Cancelled when a shutdown starts (built-in long polls end early on it).
     stopping: CancellationToken,
+    /// Where to serve the admin endpoint, if anywhere.
+    admin: Option<String>,
+    /// The dev registry this server hosts (its admin endpoint lists it with leases).
+    hosted_registry: Option<MemoryRegistry>,
 }
 
 impl ServerBuilder {
@@ -173,9 +201,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves the admin HTTP endpoint (dashboard, `/metrics`, `/healthz`, `/readyz`; see
+    /// [`crate::admin`]) on `addr`, e.g. `127.0.0.1:0` for any free port. An announced
+    /// server advertises it in the registry, so Prometheus and dashboards find it.
+    pub fn admin(mut self, addr: impl Into<String>) -> Self {
+        self.admin = Some(addr.into());
+        self
+    }
+
     /// Also serves the dev registry (`meshrpc.Registry`) backed by `registry`: what
     /// `meshrpc registry --listen ADDR` runs.
     pub fn dev_registry(mut self, registry: MemoryRegistry) -> Self {
+        self.hosted_registry = Some(registry.clone());
         if let Err(e) =
             self.router.add_builtin(crate::discovery::dev::service(registry, self.stopping.clone()))
         {
@@ -260,7 +297,17 @@ impl ServerBuilder {
         config.max_concurrent_calls = config.max_concurrent_calls.max(1);
         let listener =
             if config.reuse_port { bind_reuse_port(addr).await? } else { TcpListener::bind(addr).await? };
+        let admin = match &self.admin {
+            Some(a) => Some(crate::admin::bind(a).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {a} for the admin endpoint: {e}"))
+            })?),
+            None => None,
+        };
+        let metrics = Arc::new(ServerMetrics::new(self.router.indexed_names()));
         let shared = Arc::new(ServerShared {
+            metrics: metrics.clone(),
+            admin_stop: CancellationToken::new(),
+            admin_addr: admin.as_ref().map(|(_, a)| loopback_if_unspecified(*a)),
             router: self.router,
             config,
             in_flight: AtomicUsize::new(0),
@@ -272,7 +319,12 @@ impl ServerBuilder {
             announcement: std::sync::Mutex::new(None),
             stopping: self.stopping,
         });
-        Ok(Server { listener, shared })
+        let mut server = Server { listener, shared, admin: None };
+        if let Some((admin_listener, _)) = admin {
+            let source = server.admin_source(self.hosted_registry);
+            server.admin = Some((admin_listener, Arc::new(source)));
+        }
+        Ok(server)
     }
 
     /// Binds `addr` and serves until the process ends (or the listener fails).
@@ -287,6 +339,7 @@ impl ServerBuilder {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<ServerShared>,
+    admin: Option<(TcpListener, Arc<AdminSource>)>,
 }
 
 impl Server {
@@ -305,24 +358,46 @@ impl Server {
         self.shared.router.names().into_iter().map(str::to_string).collect()
     }
 
-    /// The instances this server announces (one per user service).
-    fn instances(&self) -> Option<(Arc<dyn Registry>, Vec<Instance>, Duration)> {
-        let a = self.shared.announce.as_ref()?;
-        let addr = a.advertise.clone().unwrap_or_else(|| {
-            let mut local = self.local_addr();
-            if local.ip().is_unspecified() {
-                local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            local.to_string()
-        });
-        let id = a.id.clone().unwrap_or_else(|| addr.clone());
+    /// The address of the admin endpoint, if the server has one ([`ServerBuilder::admin`]).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.shared.admin_addr
+    }
+
+    /// The metrics this server records.
+    pub fn metrics(&self) -> &Arc<ServerMetrics> {
+        &self.shared.metrics
+    }
+
+    /// The address and instance id this server announces (or would).
+    fn identity(&self) -> (String, String) {
+        let a = self.shared.announce.as_ref();
+        let addr = a
+            .and_then(|a| a.advertise.clone())
+            .unwrap_or_else(|| loopback_if_unspecified(self.local_addr()).to_string());
+        let id = a.and_then(|a| a.id.clone()).unwrap_or_else(|| addr.clone());
+        (addr, id)
+    }
+
+    /// The user services (not the built-in `meshrpc.` ones), sorted.
+    fn user_services(&self) -> Vec<String> {
         let mut services: Vec<String> = self.shared.router.service_names().iter().cloned().collect();
         services.retain(|s| s != "meshrpc" && !s.starts_with("meshrpc."));
         services.sort();
-        let instances = services
+        services
+    }
+
+    /// The instances this server announces (one per user service).
+    fn instances(&self) -> Option<(Arc<dyn Registry>, Vec<Instance>, Duration)> {
+        let a = self.shared.announce.as_ref()?;
+        let (addr, id) = self.identity();
+        let instances = self
+            .user_services()
             .into_iter()
             .map(|svc| {
                 let mut i = Instance::new(svc, id.clone(), addr.clone());
+                if let Some(admin) = self.shared.admin_addr {
+                    i = i.with_admin_addr(admin.to_string());
+                }
                 for (k, v) in &a.metadata {
                     i = i.with_meta(k.clone(), v.clone());
                 }
@@ -332,8 +407,46 @@ impl Server {
         Some((a.registry.clone(), instances, a.ttl))
     }
 
+    /// What the admin endpoint shows: this server's metrics, the process's client
+    /// metrics, and the hosted dev registry's (lists come from it, else from the
+    /// registry this server announces in, else from this server alone).
+    fn admin_source(&self, hosted: Option<MemoryRegistry>) -> AdminSource {
+        let (addr, id) = self.identity();
+        let mut exposition = Exposition::new();
+        exposition.add(self.shared.metrics.clone());
+        exposition.add(ClientMetrics::global());
+        let registry = match (hosted, &self.shared.announce) {
+            (Some(h), _) => {
+                exposition.add(h.collector());
+                Some((Arc::new(h) as Arc<dyn Registry>, format!("dev registry at {addr}")))
+            }
+            (None, Some(a)) => Some((a.registry.clone(), "registry this server announces in".to_string())),
+            (None, None) => None,
+        };
+        let weak = Arc::downgrade(&self.shared);
+        AdminSource {
+            id,
+            addr,
+            admin_addr: self.shared.admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+            services: self.user_services(),
+            metrics: self.shared.metrics.clone(),
+            exposition,
+            registry,
+            readiness: Box::new(move || match weak.upgrade() {
+                Some(s) => s.readiness(),
+                None => Err("the server has stopped".to_string()),
+            }),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
     /// Serves until shut down through a [`ServerHandle`] (see [`Server::spawn`]).
-    pub async fn run(self) {
+    pub async fn run(mut self) {
+        if let Some((listener, source)) = self.admin.take() {
+            tokio::spawn(crate::admin::serve(listener, source, self.shared.admin_stop.clone()));
+        }
+        // The admin endpoint stops when this does (on every path out, even a dropped task).
+        let _admin = self.shared.admin_stop.clone().drop_guard();
         if let Some((registry, instances, ttl)) = self.instances() {
             // Under the lock, and only if no shutdown has started: `shutdown` cancels
             // `stopping` before it takes the announcement, so one started here is always
@@ -391,6 +504,16 @@ impl ServerHandle {
         self.local_addr
     }
 
+    /// The address of the admin endpoint, if the server has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.shared.admin_addr
+    }
+
+    /// The metrics this server records.
+    pub fn metrics(&self) -> &Arc<ServerMetrics> {
+        &self.shared.metrics
+    }
+
     /// Graceful shutdown: report NOT_SERVING (health) and keep serving for the shutdown
     /// grace, then stop accepting, send GOAWAY on every connection, let calls in flight
     /// finish (within the drain timeout), and close. Resolves when done.
@@ -423,8 +546,17 @@ impl ServerHandle {
         // Like a crash: the lease is no longer renewed and expires.
         drop(self.shared.announcement.lock().unwrap_or_else(|e| e.into_inner()).take());
         self.shared.kill.cancel();
+        self.shared.admin_stop.cancel();
         self.task.abort();
     }
+}
+
+/// `addr` with an unspecified IP (0.0.0.0, ::) replaced by 127.0.0.1, for announcing.
+fn loopback_if_unspecified(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
 }
 
 /// Binds with `SO_REUSEADDR` and `SO_REUSEPORT` (to the first address `addr` resolves to).

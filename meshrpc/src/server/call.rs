@@ -12,6 +12,7 @@ use futures_util::FutureExt as _;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::Context;
 use super::connection::ConnShared;
@@ -108,8 +109,10 @@ impl Replier {
             return;
         };
         let max = self.conn.peer_max_frame;
+        let mut sent = 0;
         let failure = {
             let mut out = self.conn.outbox.lock();
+            let before = out.len();
             let head = wire::encode_response_head(
                 &mut out,
                 self.call.call_id,
@@ -122,10 +125,14 @@ impl Replier {
             // A panicking Serialize must not leave half a frame in the shared queue.
             let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| self.codec.encode(reply, &mut out)));
             match encoded {
-                Ok(Ok(())) => head
-                    .finish(&mut out, max)
-                    .err()
-                    .map(|e| Status::resource_exhausted(format!("the reply is too large to send: {e}"))),
+                Ok(Ok(())) => {
+                    let r = head
+                        .finish(&mut out, max)
+                        .err()
+                        .map(|e| Status::resource_exhausted(format!("the reply is too large to send: {e}")));
+                    sent = out.len().saturating_sub(before);
+                    r
+                }
                 Ok(Err(e)) => {
                     head.abandon(&mut out);
                     Some(Status::internal(format!("cannot encode the reply: {e}")))
@@ -137,8 +144,12 @@ impl Replier {
             }
         };
         // We hold the answer: a reply that cannot be sent is answered with its error.
-        if let Some(status) = failure {
-            self.conn.send_error(self.call.call_id, self.codec.id(), &status);
+        match failure {
+            None => self.conn.finished(&self.call, Code::Ok, sent),
+            Some(status) => {
+                self.conn.send_error(self.call.call_id, self.codec.id(), &status);
+                self.conn.finished(&self.call, status.code(), 0);
+            }
         }
     }
 }
@@ -155,6 +166,8 @@ pub(crate) struct CallStart<'a> {
     pub(crate) metadata: Metadata,
     pub(crate) idempotent: bool,
     pub(crate) payload: bytes::Bytes,
+    /// When the request was read.
+    pub(crate) started: Instant,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -179,7 +192,8 @@ fn panicked(method: &str, call_id: u64, msg: &str) -> Status {
 /// no cancel token, no timer and no lock on the calls table (the profile before this
 /// change spent ~25 % of server CPU on exactly those).
 pub(crate) fn start_call(start: CallStart<'_>) {
-    let CallStart { conn, route, call_id, codec, deadline, metadata, idempotent, payload } = start;
+    let CallStart { conn, route, call_id, codec, deadline, metadata, idempotent, payload, started } = start;
+    let span = crate::trace::server_span(&route.name, call_id, conn.peer, &metadata);
     let call = Arc::new(CallFacts {
         call_id,
         method: route.name.clone(),
@@ -188,9 +202,13 @@ pub(crate) fn start_call(start: CallStart<'_>) {
         metadata,
         idempotent,
         state: CallState::new(codec.id()),
+        route: route.index,
+        started,
+        span: span.clone(),
     });
     let ctx = Context { call: call.clone() };
     let replier = Replier { conn: conn.clone(), call: call.clone(), codec };
+    let _entered = span.enter();
     let first = CURRENT.sync_scope(Context { call: call.clone() }, || {
         std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut fut = route.handler.call(ctx, IncomingCall { codec, payload, replier });
@@ -210,12 +228,14 @@ pub(crate) fn start_call(start: CallStart<'_>) {
             // poll (runtime shutdown) still releases the slot and its table entry.
             let guard = TaskGuard { conn: conn.clone(), call: call.clone() };
             let scope = Context { call: call.clone() };
-            tokio::spawn(run_pending(Pending { conn, call, scope, fut, guard }));
+            let span = call.span.clone();
+            tokio::spawn(run_pending(Pending { conn, call, scope, fut, guard }).instrument(span));
             return;
         }
     };
     if let Some(_answering) = conn.release(&call.state) {
         conn.send_error(call_id, codec.id(), &status);
+        conn.finished(&call, status.code(), 0);
     }
 }
 
@@ -237,7 +257,10 @@ struct TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.conn.untrack(&self.call);
-        drop(self.conn.release(&self.call.state)); // claimed here only if never answered
+        // Claimed here only if never answered (the task was dropped).
+        if let Some(_answering) = self.conn.release(&self.call.state) {
+            self.conn.finished(&self.call, Code::Cancelled, 0);
+        }
     }
 }
 
@@ -282,5 +305,6 @@ async fn run_pending(p: Pending) {
     // Only the one who releases the slot answers: a call never gets two responses.
     if let Some(_answering) = conn.release(state) {
         conn.send_error(call_id, state.codec, &status);
+        conn.finished(&call, status.code(), 0);
     }
 }

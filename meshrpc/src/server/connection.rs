@@ -72,6 +72,14 @@ impl ConnShared {
         Some(Answering { conn: self })
     }
 
+    /// Records a call's end (after its answer was claimed): metrics and span status.
+    pub(crate) fn finished(&self, call: &CallFacts, code: Code, reply_bytes: usize) {
+        if crate::metrics::ENABLED {
+            self.server.metrics.method(call.route).finish(code, call.started.elapsed(), reply_bytes);
+            crate::trace::record_code(&call.span, code);
+        }
+    }
+
     /// Registers a call that runs in its own task, so a CANCEL can reach it.
     pub(crate) fn track(&self, call_id: u64, call: Arc<CallFacts>) {
         if self.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id, call).is_none() {
@@ -173,6 +181,8 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
             return;
         }
     };
+    server.metrics.connection_opened();
+    let _counted = ConnectionCounted(&server.metrics);
     let conn = Arc::new(ConnShared {
         outbox: Outbox::default(),
         peer,
@@ -225,6 +235,15 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
             writer_abort.abort();
             conn.cancel_all();
         }
+    }
+}
+
+/// Counts a connection as closed when dropped, however its task ends.
+struct ConnectionCounted<'a>(&'a crate::metrics::ServerMetrics);
+
+impl Drop for ConnectionCounted<'_> {
+    fn drop(&mut self) {
+        self.0.connection_closed();
     }
 }
 
@@ -358,7 +377,10 @@ impl ReadLoop {
             Frame::Request(req) => return self.request(req),
             Frame::Cancel { call_id } => {
                 if let Some(call) = self.conn.take_tracked(call_id) {
-                    drop(self.conn.release(&call.state)); // claimed without an answer
+                    // Claimed without an answer: the caller gave up on it.
+                    if let Some(_answering) = self.conn.release(&call.state) {
+                        self.conn.finished(&call, Code::Cancelled, 0);
+                    }
                     call.state.cancel();
                 }
             }
@@ -385,7 +407,16 @@ impl ReadLoop {
             )));
             return Stop::Stop;
         }
-        let refuse = |status: Status| conn.send_error(call_id, req.codec, &status.with_not_processed(true));
+        let route = server.router.get(&req.method);
+        // Refusals are counted under the method (or `<unknown>`), outside the histogram.
+        let refuse = |status: Status| {
+            if crate::metrics::ENABLED {
+                let stats =
+                    route.map_or_else(|| server.metrics.unknown(), |r| server.metrics.method(r.index));
+                stats.refuse(status.code());
+            }
+            conn.send_error(call_id, req.codec, &status.with_not_processed(true));
+        };
         let Some(codec) = Codec::from_id(req.codec) else {
             refuse(Status::unimplemented(format!(
                 "codec {} is not supported by this server; use msgpack (0x01), json (0x02) or binary (0x03)",
@@ -393,7 +424,7 @@ impl ReadLoop {
             )));
             return Stop::Continue;
         };
-        let Some(route) = server.router.get(&req.method) else {
+        let Some(route) = route else {
             refuse(server.router.not_found(req.method_str()));
             return Stop::Continue;
         };
@@ -405,12 +436,17 @@ impl ReadLoop {
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
         conn.unanswered.fetch_add(1, Ordering::AcqRel);
         self.idle_since = None;
+        let read_at = *self.batch_read_at.get_or_insert_with(Instant::now);
+        if crate::metrics::ENABLED {
+            server.metrics.method(route.index).start(req.payload.len());
+        }
         start_call(CallStart {
             conn: conn.clone(),
             route,
             call_id,
             codec,
-            deadline: req.timeout.map(|t| *self.batch_read_at.get_or_insert_with(Instant::now) + t),
+            started: read_at,
+            deadline: req.timeout.map(|t| read_at + t),
             metadata: req.metadata,
             idempotent: req.flags & flags::IDEMPOTENT != 0,
             payload: req.payload,
@@ -470,6 +506,7 @@ impl ReadLoop {
                             "the server stopped this call: it did not finish within the drain timeout",
                         );
                         conn.send_error(call.call_id, call.state.codec, &status);
+                        conn.finished(&call, status.code(), 0);
                     }
                 }
                 break;

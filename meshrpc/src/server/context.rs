@@ -47,6 +47,12 @@ pub(crate) struct CallFacts {
     pub(crate) metadata: Metadata,
     pub(crate) idempotent: bool,
     pub(crate) state: CallState,
+    /// The method's row in the server's metrics.
+    pub(crate) route: u32,
+    /// When the request was read (for the latency histogram).
+    pub(crate) started: Instant,
+    /// The call's `rpc.server` span (disabled unless a subscriber records it).
+    pub(crate) span: tracing::Span,
 }
 
 impl Context {
@@ -84,6 +90,13 @@ impl Context {
     /// True when the caller marked the call idempotent (safe to retry or hedge).
     pub fn is_idempotent(&self) -> bool {
         self.call.idempotent
+    }
+
+    /// The trace this call is part of, if its caller sent a W3C `traceparent`: the
+    /// caller's trace id, and a span id of this call's own. Calls the handler makes
+    /// carry it on (see [`crate::trace`]).
+    pub fn trace(&self) -> Option<crate::trace::TraceContext> {
+        crate::trace::TraceContext::for_server_call(&self.call.metadata, self.call.call_id)
     }
 
     /// The request metadata.

@@ -124,6 +124,8 @@ pub(crate) struct Route {
     pub(crate) handler: Arc<dyn ErasedHandler>,
     /// Built-in methods (health) that are answered even at the in-flight limits.
     pub(crate) exempt: bool,
+    /// Its place in the router (and its row in the server's metrics).
+    pub(crate) index: u32,
 }
 
 /// The names of the services a server serves.
@@ -175,7 +177,9 @@ impl Router {
                 return Err(format!("method {full} is registered twice"));
             }
             let name: Arc<str> = Arc::from(full.as_str());
-            self.routes.insert(full.into_bytes().into_boxed_slice(), Route { name, handler, exempt });
+            let index = u32::try_from(self.routes.len()).map_err(|_| "too many methods".to_string())?;
+            let route = Route { name, handler, exempt, index };
+            self.routes.insert(full.into_bytes().into_boxed_slice(), route);
         }
         Ok(())
     }
@@ -183,6 +187,13 @@ impl Router {
     /// The route of `method` (the request's name bytes, not yet checked as UTF-8).
     pub(crate) fn get(&self, method: &[u8]) -> Option<&Route> {
         self.routes.get(method)
+    }
+
+    /// Registered method names in route-index order.
+    pub(crate) fn indexed_names(&self) -> Vec<Arc<str>> {
+        let mut v: Vec<&Route> = self.routes.values().collect();
+        v.sort_unstable_by_key(|r| r.index);
+        v.into_iter().map(|r| r.name.clone()).collect()
     }
 
     /// Registered method names, sorted.

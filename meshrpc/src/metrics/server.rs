@@ -1,0 +1,107 @@
+//! [`ServerMetrics`]: what one server records about the calls it serves.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+
+use super::call_stats::{CallSnapshot, CallStats};
+use super::export::{MethodRow, encode_calls, encode_counter, encode_gauge};
+
+/// The label value of every method a server does not serve: a peer sending random names
+/// cannot make the number of series grow.
+pub const UNKNOWN_METHOD: &str = "<unknown>";
+
+/// A server's numbers: per registered method (and one row for unknown names) calls by
+/// status, latency, in flight and bytes; open and accepted connections.
+pub struct ServerMetrics {
+    /// Full method names (`Service.Method`) in route-index order.
+    methods: Vec<Arc<str>>,
+    /// One per method, then one for unknown names.
+    stats: Box<[CallStats]>,
+    connections: AtomicI64,
+    accepted: AtomicU64,
+}
+
+impl std::fmt::Debug for ServerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerMetrics").field("methods", &self.methods).finish_non_exhaustive()
+    }
+}
+
+impl ServerMetrics {
+    /// Counters for `methods` (indexed as given) and for unknown method names.
+    pub(crate) fn new(methods: Vec<Arc<str>>) -> ServerMetrics {
+        let stats = (0..=methods.len()).map(|_| CallStats::new()).collect();
+        ServerMetrics { methods, stats, connections: AtomicI64::new(0), accepted: AtomicU64::new(0) }
+    }
+
+    /// The counters of the method with route index `index`.
+    pub(crate) fn method(&self, index: u32) -> &CallStats {
+        self.stats.get(index as usize).unwrap_or_else(|| self.unknown())
+    }
+
+    /// The counters of calls to methods this server does not have.
+    pub(crate) fn unknown(&self) -> &CallStats {
+        &self.stats[self.methods.len()]
+    }
+
+    /// Counts a connection that completed its handshake.
+    pub(crate) fn connection_opened(&self) {
+        self.connections.fetch_add(1, Relaxed);
+        self.accepted.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a connection that ended.
+    pub(crate) fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Relaxed);
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> i64 {
+        self.connections.load(Relaxed)
+    }
+
+    /// Every method's numbers now, by full name, sorted; unknown names last as
+    /// [`UNKNOWN_METHOD`].
+    pub fn snapshot(&self) -> Vec<(String, CallSnapshot)> {
+        let mut rows: Vec<(String, CallSnapshot)> =
+            self.methods.iter().zip(self.stats.iter()).map(|(m, s)| (m.to_string(), s.snapshot())).collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows.push((UNKNOWN_METHOD.to_string(), self.unknown().snapshot()));
+        rows
+    }
+}
+
+/// The service part of `Service.Method` (or the whole name if it has no dot).
+pub(crate) fn service_of(method: &str) -> &str {
+    method.rsplit_once('.').map_or(method, |(s, _)| s)
+}
+
+impl Collector for ServerMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let snaps = self.snapshot();
+        let rows: Vec<MethodRow<'_>> = snaps
+            .iter()
+            .map(|(m, s)| MethodRow {
+                service: if m == UNKNOWN_METHOD { UNKNOWN_METHOD } else { service_of(m) },
+                method: m,
+                stats: s.clone(),
+            })
+            .collect();
+        encode_calls(&mut encoder, "server", &rows)?;
+        encode_gauge(
+            &mut encoder,
+            "server_connections",
+            "Client connections open now.",
+            self.open_connections(),
+        )?;
+        encode_counter(
+            &mut encoder,
+            "server_connections_accepted",
+            "Client connections that completed the handshake.",
+            self.accepted.load(Relaxed),
+        )
+    }
+}
