@@ -114,7 +114,7 @@ impl TraceContext {
     /// The current context: an enclosing [`TraceContext::scope`], else the server call
     /// being handled on this task (if its caller sent a `traceparent`).
     pub fn current() -> Option<TraceContext> {
-        SCOPE.try_with(|c| *c).ok().or_else(|| crate::server::Context::current().and_then(|c| c.trace()))
+        SCOPE.try_with(|c| *c).ok().or_else(crate::server::current_trace)
     }
 
     /// The context a server call runs in: its caller's span id replaced by one derived
@@ -182,12 +182,12 @@ pub(crate) fn client_span(method: &str) -> tracing::Span {
 }
 
 /// The trace context an outgoing call carries (see the module docs for the order), or
-/// `None` to send none. `span` is the call's `rpc.client` span.
-pub(crate) fn outgoing(span: &tracing::Span) -> Option<TraceContext> {
+/// `None` to send none. `span` is the call's `rpc.client` span; `parent` is
+/// [`TraceContext::current`].
+pub(crate) fn outgoing(span: &tracing::Span, parent: Option<TraceContext>) -> Option<TraceContext> {
     if !crate::metrics::ENABLED {
         return None;
     }
-    let parent = TraceContext::current();
     if span.is_disabled() {
         return parent.map(|p| p.child());
     }

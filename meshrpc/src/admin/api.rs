@@ -91,12 +91,12 @@ pub(super) async fn stats(State(src): Source) -> Response {
         .metrics
         .snapshot()
         .into_iter()
-        .filter(|(m, s)| m != UNKNOWN_METHOD || s.started > 0)
+        .filter(|(m, s)| m != UNKNOWN_METHOD || s.finished() > 0)
         .map(|(method, s)| MethodStats {
             service: if method == UNKNOWN_METHOD { method.clone() } else { service_of(&method).to_string() },
             calls: s.finished(),
             errors: s.errors(),
-            in_flight: s.in_flight(),
+            in_flight: s.in_flight,
             buckets: s.buckets.to_vec(),
             sum_s: s.sum_ns as f64 / 1e9,
             method,

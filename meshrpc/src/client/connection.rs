@@ -131,7 +131,9 @@ impl Connection {
         {
             let conn = conn.clone();
             tokio::spawn(async move {
-                if let Err(e) = run_writer(&conn.outbox, wr).await {
+                if let Err(e) =
+                    run_writer(&conn.outbox, wr, &crate::metrics::ClientMetrics::global().sent).await
+                {
                     // The reader sees the same failure once it has read what the server
                     // sent before it (a GOAWAY among it decides which calls were not
                     // processed); this only makes sure nothing waits on a dead socket.
@@ -234,6 +236,11 @@ async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader<OwnedReadHalf>
             },
         }
         conn.touch();
+        if crate::metrics::ENABLED {
+            crate::metrics::ClientMetrics::global()
+                .received
+                .fetch_add(reader.take_bytes_read(), std::sync::atomic::Ordering::Relaxed);
+        }
         let mut fatal = None;
         {
             let mut table = conn.table();

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -264,36 +264,53 @@ impl Client {
         encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
         reserved: Option<OwnedSemaphorePermit>,
     ) -> Result<Response, Status> {
+        let (deadline, now) = effective_deadline(opts.timeout.or(self.inner.config.default_timeout));
         if !crate::metrics::ENABLED {
-            return self.invoke_unrecorded(method, opts, codec, encode, reserved).await;
+            return self.invoke_unrecorded(method, opts, codec, encode, reserved, (deadline, now)).await;
         }
         let stats = ClientMetrics::global().method(method);
-        let started = Instant::now();
-        stats.start(0);
+        // One clock reading serves the deadline and the latency when there is a timeout.
+        let started = now.unwrap_or_else(Instant::now);
+        stats.start();
         let span = crate::trace::client_span(method);
+        let parent = crate::trace::TraceContext::current();
+        let timing = (deadline, Some(started));
+        let result = if span.is_disabled() && parent.is_none() {
+            // Nobody traces: no span to enter, nothing to add to the request.
+            self.invoke_unrecorded(method, opts, codec, encode, reserved, timing).await
+        } else {
+            // Boxed: the untraced path's future stays as small as it was.
+            Box::pin(self.invoke_traced(&span, parent, method, opts, codec, encode, reserved, timing)).await
+        };
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        stats.finish(code, started.elapsed());
+        crate::trace::record_code(&span, code);
+        result
+    }
+
+    /// A call inside a trace: its `rpc.client` span entered while it runs, and the
+    /// trace context added to its metadata.
+    #[allow(clippy::too_many_arguments)]
+    async fn invoke_traced(
+        &self,
+        span: &tracing::Span,
+        parent: Option<crate::trace::TraceContext>,
+        method: &str,
+        opts: &CallOptions,
+        codec: Codec,
+        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
+        reserved: Option<OwnedSemaphorePermit>,
+        timing: (Option<Instant>, Option<Instant>),
+    ) -> Result<Response, Status> {
         let traced;
-        let opts = match crate::trace::outgoing(&span) {
+        let opts = match crate::trace::outgoing(span, parent) {
             Some(tc) => {
                 traced = opts.clone().metadata(crate::trace::TRACEPARENT, tc.to_traceparent());
                 &traced
             }
             None => opts,
         };
-        // Counts what the encoder wrote (a re-sent call counts once more).
-        let sent = AtomicUsize::new(0);
-        let counting = |out: &mut BytesMut| {
-            let before = out.len();
-            let r = encode(out);
-            sent.fetch_add(out.len().saturating_sub(before), Ordering::Relaxed);
-            r
-        };
-        let call = self.invoke_unrecorded(method, opts, codec, &counting, reserved);
-        let result = if span.is_disabled() { call.await } else { call.instrument(span.clone()).await };
-        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        stats.add_request_bytes(sent.load(Ordering::Relaxed));
-        stats.finish(code, started.elapsed(), result.as_ref().map_or(0, |r| r.payload.len()));
-        crate::trace::record_code(&span, code);
-        result
+        self.invoke_unrecorded(method, opts, codec, encode, reserved, timing).instrument(span.clone()).await
     }
 
     /// One call: a client-wide permit (unless tower reserved one), then a connection
@@ -306,8 +323,8 @@ impl Client {
         codec: Codec,
         encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
         reserved: Option<OwnedSemaphorePermit>,
+        (deadline, mut now): (Option<Instant>, Option<Instant>),
     ) -> Result<Response, Status> {
-        let (deadline, mut now) = effective_deadline(opts.timeout.or(self.inner.config.default_timeout));
         // The deadline bounds the whole chain. Each wait below checks it only on its slow
         // path; the wait for the answer is bounded by the connection's deadline sweeper.
         // Only tower's `poll_ready` reserves from the client-wide limit (`reserved`); a

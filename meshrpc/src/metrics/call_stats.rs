@@ -5,7 +5,8 @@
 //! cost more than the rest of the recording together (cache-line ping-pong on every
 //! call); striped, recording is a handful of uncontended `fetch_add`s.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::status::Code;
@@ -45,45 +46,57 @@ pub(crate) const BUCKETS: usize = LATENCY_BUCKETS.len() + 1;
 const CODES: usize = Code::ALL.len();
 
 /// One thread's share of a method's numbers, on cache lines of its own.
+///
+/// A finished OK call costs two `fetch_add`s (its bucket and the latency sum): its
+/// status count is derived (histogram count minus the other statuses), and payload
+/// bytes are counted per socket read and write instead of per call.
 #[repr(align(128))]
 #[derive(Default)]
 struct Stripe {
-    started: AtomicU64,
-    by_code: [AtomicU64; CODES],
     buckets: [AtomicU64; BUCKETS],
     sum_ns: AtomicU64,
-    request_bytes: AtomicU64,
-    response_bytes: AtomicU64,
+    /// Calls entered and not exited (may go negative in one stripe: a call can end on
+    /// another thread than it started on; the total is what counts).
+    in_flight: AtomicI64,
+    /// Calls started (the client's way to count in-flight calls with one atomic: every
+    /// call it starts is finished through the histogram, so started − finished).
+    started: AtomicU64,
+    /// Finished (observed) calls per status, OK excepted.
+    failed: [AtomicU64; CODES],
+    /// Calls refused before they ran, per status (not in the histogram).
+    refused: [AtomicU64; CODES],
 }
 
-/// The number of stripes: a power of two ≥ the CPUs (at most 16), so that each tokio
-/// worker usually writes a stripe of its own.
-fn stripe_count() -> usize {
-    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *COUNT.get_or_init(|| {
-        std::thread::available_parallelism().map_or(4, |n| n.get()).next_power_of_two().clamp(2, 16)
-    })
-}
+/// Stripes per method: each tokio worker usually writes a stripe of its own (threads
+/// take stripes round-robin; more threads than stripes share, still exactly counted).
+const STRIPES: usize = 8;
 
-/// This thread's stripe (threads take stripes round-robin as they first record).
+/// This thread's stripe.
 fn my_stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static MINE: usize = NEXT.fetch_add(1, Relaxed);
+        static MINE: Cell<usize> = const { Cell::new(usize::MAX) };
     }
-    MINE.with(|m| *m) & (stripe_count() - 1)
+    MINE.with(|m| {
+        let mut v = m.get();
+        if v == usize::MAX {
+            v = NEXT.fetch_add(1, Relaxed) % STRIPES;
+            m.set(v);
+        }
+        v
+    })
 }
 
-/// A method's counters: calls started, finished per status code, a latency histogram,
-/// and payload bytes each way.
+/// A method's counters: calls finished per status code, a latency histogram, calls in
+/// flight, and calls refused before they ran.
 pub struct CallStats {
-    stripes: Box<[Stripe]>,
+    stripes: Box<[Stripe; STRIPES]>,
 }
 
 impl std::fmt::Debug for CallStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.snapshot();
-        f.debug_struct("CallStats").field("started", &s.started).field("finished", &s.finished()).finish()
+        f.debug_struct("CallStats").field("finished", &s.finished()).field("in_flight", &s.in_flight).finish()
     }
 }
 
@@ -96,62 +109,78 @@ impl Default for CallStats {
 impl CallStats {
     /// Zeroed counters.
     pub fn new() -> CallStats {
-        CallStats { stripes: (0..stripe_count()).map(|_| Stripe::default()).collect() }
+        CallStats { stripes: Box::default() }
     }
 
     fn stripe(&self) -> &Stripe {
-        &self.stripes[my_stripe() & (self.stripes.len() - 1)]
+        &self.stripes[my_stripe()]
     }
 
-    /// Counts a call that started, with `bytes` of request payload.
-    pub(crate) fn start(&self, bytes: usize) {
-        let s = self.stripe();
-        s.started.fetch_add(1, Relaxed);
-        s.request_bytes.fetch_add(bytes as u64, Relaxed);
+    /// Counts a call that starts and will be [`CallStats::finish`]ed (clients: in flight
+    /// is then started − finished, one atomic per call instead of two).
+    pub(crate) fn start(&self) {
+        self.stripe().started.fetch_add(1, Relaxed);
     }
 
-    /// Adds `bytes` of request payload (for callers that learn the size after `start`).
-    pub(crate) fn add_request_bytes(&self, bytes: usize) {
-        self.stripe().request_bytes.fetch_add(bytes as u64, Relaxed);
+    /// Counts a call as in flight until [`CallStats::exit`] (servers: only the calls
+    /// that outlive their first poll, the rest are never seen in flight).
+    pub(crate) fn enter(&self) {
+        self.stripe().in_flight.fetch_add(1, Relaxed);
     }
 
-    /// Counts a finished call: its status, how long it took, and `bytes` of reply.
-    pub(crate) fn finish(&self, code: Code, elapsed: Duration, bytes: usize) {
+    /// Counts a call as no longer in flight.
+    pub(crate) fn exit(&self) {
+        self.stripe().in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// Counts a finished call: its status and how long it took.
+    pub(crate) fn finish(&self, code: Code, elapsed: Duration) {
         let s = self.stripe();
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BOUNDS_NS.iter().position(|&b| ns <= b).unwrap_or(BOUNDS_NS.len());
-        s.by_code[code as usize].fetch_add(1, Relaxed);
         s.buckets[bucket].fetch_add(1, Relaxed);
         s.sum_ns.fetch_add(ns, Relaxed);
-        if bytes > 0 {
-            s.response_bytes.fetch_add(bytes as u64, Relaxed);
+        if code != Code::Ok {
+            s.failed[code as usize].fetch_add(1, Relaxed);
         }
     }
 
-    /// Counts a call refused before it ran (started and finished at once, outside the
-    /// latency histogram).
+    /// Counts a call refused before it ran (outside the latency histogram).
     pub(crate) fn refuse(&self, code: Code) {
-        let s = self.stripe();
-        s.started.fetch_add(1, Relaxed);
-        s.by_code[code as usize].fetch_add(1, Relaxed);
+        self.stripe().refused[code as usize].fetch_add(1, Relaxed);
     }
 
     /// The totals over all stripes (each counter read once; a scrape during traffic
-    /// may see a call started but not yet finished, as with any live counter).
+    /// may see a call in the histogram before its failure status, as with any live
+    /// counter set).
     pub fn snapshot(&self) -> CallSnapshot {
         let mut out = CallSnapshot::default();
+        let mut failed = [0u64; CODES];
+        let mut in_flight: i64 = 0;
+        let mut started: u64 = 0;
         for s in self.stripes.iter() {
-            out.started += s.started.load(Relaxed);
-            for (o, c) in out.by_code.iter_mut().zip(&s.by_code) {
-                *o += c.load(Relaxed);
-            }
             for (o, b) in out.buckets.iter_mut().zip(&s.buckets) {
                 *o += b.load(Relaxed);
             }
             out.sum_ns += s.sum_ns.load(Relaxed);
-            out.request_bytes += s.request_bytes.load(Relaxed);
-            out.response_bytes += s.response_bytes.load(Relaxed);
+            in_flight += s.in_flight.load(Relaxed);
+            started += s.started.load(Relaxed);
+            for ((f, r), (sf, sr)) in
+                failed.iter_mut().zip(out.by_code.iter_mut()).zip(s.failed.iter().zip(&s.refused))
+            {
+                *f += sf.load(Relaxed);
+                *r += sr.load(Relaxed);
+            }
         }
+        let failed_total: u64 = failed.iter().sum();
+        for (o, f) in out.by_code.iter_mut().zip(failed) {
+            *o += f;
+        }
+        out.by_code[Code::Ok as usize] += out.observed().saturating_sub(failed_total);
+        if started > 0 {
+            in_flight += i64::try_from(started.saturating_sub(out.observed())).unwrap_or(i64::MAX);
+        }
+        out.in_flight = u64::try_from(in_flight).unwrap_or(0);
         out
     }
 }
@@ -159,18 +188,14 @@ impl CallStats {
 /// A method's counters at one moment (see [`CallStats::snapshot`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallSnapshot {
-    /// Calls started (admitted or refused).
-    pub started: u64,
-    /// Finished calls per status code, indexed by `Code as usize`.
+    /// Finished calls per status code (refused ones included), indexed by `Code as usize`.
     pub by_code: [u64; CODES],
-    /// Latency histogram of finished calls (not cumulative; the last is `+Inf`).
+    /// Latency histogram of the calls that ran (not cumulative; the last is `+Inf`).
     pub buckets: [u64; BUCKETS],
     /// Sum of the latencies in the histogram, in nanoseconds.
     pub sum_ns: u64,
-    /// Request payload bytes.
-    pub request_bytes: u64,
-    /// Reply bytes.
-    pub response_bytes: u64,
+    /// Calls in flight now.
+    pub in_flight: u64,
 }
 
 impl CallSnapshot {
@@ -182,11 +207,6 @@ impl CallSnapshot {
     /// Finished calls whose status was not OK.
     pub fn errors(&self) -> u64 {
         self.finished() - self.by_code[Code::Ok as usize]
-    }
-
-    /// Calls started and not finished yet.
-    pub fn in_flight(&self) -> u64 {
-        self.started.saturating_sub(self.finished())
     }
 
     /// Calls in the latency histogram.
@@ -202,39 +222,43 @@ mod tests {
     #[test]
     fn a_call_lands_in_the_bucket_of_its_latency_and_is_counted_by_status() {
         let s = CallStats::new();
-        s.start(10);
-        s.finish(Code::Ok, Duration::from_micros(20), 5);
-        s.start(10);
-        s.finish(Code::NotFound, Duration::from_micros(30), 0);
-        s.start(10);
-        s.finish(Code::Ok, Duration::from_secs(60), 7);
+        s.finish(Code::Ok, Duration::from_micros(20));
+        s.finish(Code::NotFound, Duration::from_micros(30));
+        s.finish(Code::Ok, Duration::from_secs(60));
         s.refuse(Code::ResourceExhausted);
-        s.start(1); // still running
+        s.enter(); // still running
         let snap = s.snapshot();
-        assert_eq!(snap.started, 5);
+        let client = CallStats::new();
+        client.start();
+        client.start();
+        client.finish(Code::Ok, Duration::from_micros(1));
+        assert_eq!(client.snapshot().in_flight, 1, "started − finished");
         assert_eq!(snap.finished(), 4);
-        assert_eq!(snap.in_flight(), 1);
+        assert_eq!(snap.in_flight, 1);
         assert_eq!(snap.errors(), 2);
         assert_eq!(snap.by_code[Code::Ok as usize], 2);
+        assert_eq!(snap.by_code[Code::NotFound as usize], 1);
+        assert_eq!(snap.by_code[Code::ResourceExhausted as usize], 1);
         assert_eq!(snap.buckets[0], 1, "20 µs ≤ 25 µs");
         assert_eq!(snap.buckets[1], 1, "30 µs in (25, 50] µs");
         assert_eq!(snap.buckets[BUCKETS - 1], 1, "60 s is past the last bound");
         assert_eq!(snap.observed(), 3, "refusals are not in the histogram");
-        assert_eq!(snap.request_bytes, 31);
-        assert_eq!(snap.response_bytes, 12);
         assert_eq!(snap.sum_ns, 20_000 + 30_000 + 60_000_000_000);
+        s.exit();
+        assert_eq!(s.snapshot().in_flight, 0);
     }
 
     #[test]
     fn counts_from_many_threads_add_up() {
         let s = std::sync::Arc::new(CallStats::new());
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
+        let threads: Vec<_> = (0..12)
+            .map(|i| {
                 let s = s.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        s.start(1);
-                        s.finish(Code::Ok, Duration::from_micros(100), 1);
+                        s.enter();
+                        s.finish(if i == 0 { Code::Internal } else { Code::Ok }, Duration::from_micros(100));
+                        s.exit();
                     }
                 })
             })
@@ -243,7 +267,10 @@ mod tests {
             t.join().expect("a recording thread panicked");
         }
         let snap = s.snapshot();
-        assert_eq!((snap.started, snap.finished(), snap.buckets[2]), (8000, 8000, 8000));
+        assert_eq!(
+            (snap.finished(), snap.errors(), snap.buckets[2], snap.in_flight),
+            (12_000, 1000, 12_000, 0)
+        );
     }
 
     #[test]

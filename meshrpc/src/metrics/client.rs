@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 
 use prometheus_client::collector::Collector;
@@ -11,7 +11,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use super::call_stats::{CallSnapshot, CallStats};
-use super::export::{MethodRow, encode_calls, encode_gauge};
+use super::export::{MethodRow, encode_bytes, encode_calls, encode_gauge};
 use super::server::service_of;
 
 /// Method names a process's clients get series of their own for; later names share
@@ -57,6 +57,9 @@ pub struct ClientMetrics {
     other: &'static CallStats,
     events: Mutex<BTreeMap<String, [u64; 4]>>,
     connections: AtomicI64,
+    /// Bytes read from and written to servers.
+    pub(crate) received: AtomicU64,
+    pub(crate) sent: AtomicU64,
 }
 
 impl std::fmt::Debug for ClientMetrics {
@@ -80,6 +83,8 @@ impl ClientMetrics {
             other: Box::leak(Box::new(CallStats::new())),
             events: Mutex::new(BTreeMap::new()),
             connections: AtomicI64::new(0),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
         })
     }
 
@@ -141,7 +146,7 @@ impl ClientMetrics {
         };
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         let other = self.other.snapshot();
-        if other.started > 0 {
+        if other.finished() > 0 || other.in_flight > 0 {
             rows.push((OTHER_METHOD.to_string(), other));
         }
         rows
@@ -160,6 +165,7 @@ impl Collector for &'static ClientMetrics {
             })
             .collect();
         encode_calls(&mut encoder, "client", &rows)?;
+        encode_bytes(&mut encoder, "client", self.received.load(Relaxed), self.sent.load(Relaxed))?;
         let events = self.events.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for (event, name, help) in EVENTS {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;

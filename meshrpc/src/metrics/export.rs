@@ -16,7 +16,7 @@ pub(crate) struct MethodRow<'a> {
 }
 
 /// Writes the call families of one side (`server` or `client`): calls by status, the
-/// latency histogram, calls in flight, and payload bytes each way.
+/// latency histogram, and calls in flight.
 pub(crate) fn encode_calls(
     encoder: &mut DescriptorEncoder<'_>,
     side: &str,
@@ -65,17 +65,8 @@ pub(crate) fn encode_calls(
         let mut family = encoder.encode_descriptor(&name, &help, None, MetricType::Gauge)?;
         for r in rows {
             let labels = [("service", r.service), ("method", r.method)];
-            ConstGauge::new(r.stats.in_flight() as i64).encode(family.encode_family(&labels)?)?;
-        }
-    }
-    for (dir, pick) in [("request", 0), ("response", 1)] {
-        let name = format!("{side}_{dir}_bytes");
-        let help = format!("Payload bytes of {dir}s of calls {who}.");
-        let mut family = encoder.encode_descriptor(&name, &help, None, MetricType::Counter)?;
-        for r in rows {
-            let n = if pick == 0 { r.stats.request_bytes } else { r.stats.response_bytes };
-            let labels = [("service", r.service), ("method", r.method)];
-            family.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            ConstGauge::new(i64::try_from(r.stats.in_flight).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&labels)?)?;
         }
     }
     Ok(())
@@ -101,4 +92,18 @@ pub(crate) fn encode_counter(
     encoder
         .encode_descriptor(name, help, None, MetricType::Counter)?
         .encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+/// Writes the byte counters of one side (`server` or `client`), counted per socket
+/// read and write.
+pub(crate) fn encode_bytes(
+    encoder: &mut DescriptorEncoder<'_>,
+    side: &str,
+    received: u64,
+    sent: u64,
+) -> Result<(), std::fmt::Error> {
+    let help = "Bytes read from connections (frames of every kind).";
+    encode_counter(encoder, &format!("{side}_received_bytes"), help, received)?;
+    let help = "Bytes written to connections (frames of every kind).";
+    encode_counter(encoder, &format!("{side}_sent_bytes"), help, sent)
 }

@@ -7,7 +7,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
 use super::call_stats::{CallSnapshot, CallStats};
-use super::export::{MethodRow, encode_calls, encode_counter, encode_gauge};
+use super::export::{MethodRow, encode_bytes, encode_calls, encode_counter, encode_gauge};
 
 /// The label value of every method a server does not serve: a peer sending random names
 /// cannot make the number of series grow.
@@ -22,6 +22,9 @@ pub struct ServerMetrics {
     stats: Box<[CallStats]>,
     connections: AtomicI64,
     accepted: AtomicU64,
+    /// Bytes read from and written to client connections.
+    pub(crate) received: AtomicU64,
+    pub(crate) sent: AtomicU64,
 }
 
 impl std::fmt::Debug for ServerMetrics {
@@ -34,7 +37,14 @@ impl ServerMetrics {
     /// Counters for `methods` (indexed as given) and for unknown method names.
     pub(crate) fn new(methods: Vec<Arc<str>>) -> ServerMetrics {
         let stats = (0..=methods.len()).map(|_| CallStats::new()).collect();
-        ServerMetrics { methods, stats, connections: AtomicI64::new(0), accepted: AtomicU64::new(0) }
+        ServerMetrics {
+            methods,
+            stats,
+            connections: AtomicI64::new(0),
+            accepted: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        }
     }
 
     /// The counters of the method with route index `index`.
@@ -91,6 +101,7 @@ impl Collector for ServerMetrics {
             })
             .collect();
         encode_calls(&mut encoder, "server", &rows)?;
+        encode_bytes(&mut encoder, "server", self.received.load(Relaxed), self.sent.load(Relaxed))?;
         encode_gauge(
             &mut encoder,
             "server_connections",

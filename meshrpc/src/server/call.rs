@@ -109,10 +109,8 @@ impl Replier {
             return;
         };
         let max = self.conn.peer_max_frame;
-        let mut sent = 0;
         let failure = {
             let mut out = self.conn.outbox.lock();
-            let before = out.len();
             let head = wire::encode_response_head(
                 &mut out,
                 self.call.call_id,
@@ -125,14 +123,10 @@ impl Replier {
             // A panicking Serialize must not leave half a frame in the shared queue.
             let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| self.codec.encode(reply, &mut out)));
             match encoded {
-                Ok(Ok(())) => {
-                    let r = head
-                        .finish(&mut out, max)
-                        .err()
-                        .map(|e| Status::resource_exhausted(format!("the reply is too large to send: {e}")));
-                    sent = out.len().saturating_sub(before);
-                    r
-                }
+                Ok(Ok(())) => head
+                    .finish(&mut out, max)
+                    .err()
+                    .map(|e| Status::resource_exhausted(format!("the reply is too large to send: {e}"))),
                 Ok(Err(e)) => {
                     head.abandon(&mut out);
                     Some(Status::internal(format!("cannot encode the reply: {e}")))
@@ -145,10 +139,10 @@ impl Replier {
         };
         // We hold the answer: a reply that cannot be sent is answered with its error.
         match failure {
-            None => self.conn.finished(&self.call, Code::Ok, sent),
+            None => self.conn.finished(&self.call, Code::Ok),
             Some(status) => {
                 self.conn.send_error(self.call.call_id, self.codec.id(), &status);
-                self.conn.finished(&self.call, status.code(), 0);
+                self.conn.finished(&self.call, status.code());
             }
         }
     }
@@ -224,6 +218,10 @@ pub(crate) fn start_call(start: CallStart<'_>) {
         Err(p) => panicked(&route.name, call_id, &panic_message(&*p)),
         Ok((fut, Poll::Pending)) => {
             conn.track(call_id, call.clone());
+            if crate::metrics::ENABLED {
+                // Only calls that outlive their first poll can be seen in flight.
+                conn.server.metrics.method(call.route).enter();
+            }
             // The guard exists before the task does: a task dropped before its first
             // poll (runtime shutdown) still releases the slot and its table entry.
             let guard = TaskGuard { conn: conn.clone(), call: call.clone() };
@@ -235,7 +233,7 @@ pub(crate) fn start_call(start: CallStart<'_>) {
     };
     if let Some(_answering) = conn.release(&call.state) {
         conn.send_error(call_id, codec.id(), &status);
-        conn.finished(&call, status.code(), 0);
+        conn.finished(&call, status.code());
     }
 }
 
@@ -257,9 +255,12 @@ struct TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.conn.untrack(&self.call);
+        if crate::metrics::ENABLED {
+            self.conn.server.metrics.method(self.call.route).exit();
+        }
         // Claimed here only if never answered (the task was dropped).
         if let Some(_answering) = self.conn.release(&self.call.state) {
-            self.conn.finished(&self.call, Code::Cancelled, 0);
+            self.conn.finished(&self.call, Code::Cancelled);
         }
     }
 }
@@ -305,6 +306,6 @@ async fn run_pending(p: Pending) {
     // Only the one who releases the slot answers: a call never gets two responses.
     if let Some(_answering) = conn.release(state) {
         conn.send_error(call_id, state.codec, &status);
-        conn.finished(&call, status.code(), 0);
+        conn.finished(&call, status.code());
     }
 }

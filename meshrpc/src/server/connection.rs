@@ -51,7 +51,7 @@ pub(crate) struct ConnShared {
     unanswered: AtomicUsize,
     /// Notified when the last unanswered call's response is queued.
     idle: Notify,
-    server: Arc<ServerShared>,
+    pub(crate) server: Arc<ServerShared>,
 }
 
 impl ConnShared {
@@ -73,9 +73,9 @@ impl ConnShared {
     }
 
     /// Records a call's end (after its answer was claimed): metrics and span status.
-    pub(crate) fn finished(&self, call: &CallFacts, code: Code, reply_bytes: usize) {
+    pub(crate) fn finished(&self, call: &CallFacts, code: Code) {
         if crate::metrics::ENABLED {
-            self.server.metrics.method(call.route).finish(code, call.started.elapsed(), reply_bytes);
+            self.server.metrics.method(call.route).finish(code, call.started.elapsed());
             crate::trace::record_code(&call.span, code);
         }
     }
@@ -199,7 +199,7 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
     });
     let writer = {
         let conn = conn.clone();
-        tokio::spawn(async move { run_writer(&conn.outbox, wr).await })
+        tokio::spawn(async move { run_writer(&conn.outbox, wr, &conn.server.metrics.sent).await })
     };
     let mut lp = ReadLoop {
         conn: conn.clone(),
@@ -335,6 +335,9 @@ impl ReadLoop {
                     return;
                 }
             }
+            if crate::metrics::ENABLED {
+                server.metrics.received.fetch_add(reader.take_bytes_read(), Ordering::Relaxed);
+            }
             if let Stop::Stop = self.handle_buffered(reader) {
                 return;
             }
@@ -379,7 +382,7 @@ impl ReadLoop {
                 if let Some(call) = self.conn.take_tracked(call_id) {
                     // Claimed without an answer: the caller gave up on it.
                     if let Some(_answering) = self.conn.release(&call.state) {
-                        self.conn.finished(&call, Code::Cancelled, 0);
+                        self.conn.finished(&call, Code::Cancelled);
                     }
                     call.state.cancel();
                 }
@@ -437,9 +440,6 @@ impl ReadLoop {
         conn.unanswered.fetch_add(1, Ordering::AcqRel);
         self.idle_since = None;
         let read_at = *self.batch_read_at.get_or_insert_with(Instant::now);
-        if crate::metrics::ENABLED {
-            server.metrics.method(route.index).start(req.payload.len());
-        }
         start_call(CallStart {
             conn: conn.clone(),
             route,
@@ -506,7 +506,7 @@ impl ReadLoop {
                             "the server stopped this call: it did not finish within the drain timeout",
                         );
                         conn.send_error(call.call_id, call.state.codec, &status);
-                        conn.finished(&call, status.code(), 0);
+                        conn.finished(&call, status.code());
                     }
                 }
                 break;

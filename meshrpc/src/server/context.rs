@@ -22,6 +22,12 @@ pub fn current_deadline() -> Option<Instant> {
     CURRENT.try_with(|c| c.call.deadline).ok().flatten()
 }
 
+/// The trace of the server call running on this task, if its caller sent one (no
+/// reference count touched: this runs on every client call).
+pub(crate) fn current_trace() -> Option<crate::trace::TraceContext> {
+    CURRENT.try_with(|c| c.trace()).ok().flatten()
+}
+
 /// Runs a handler future with `ctx` as the task's current call context.
 pub(crate) async fn with_context<F: Future>(ctx: Context, fut: F) -> F::Output {
     CURRENT.scope(ctx, fut).await

@@ -23,6 +23,7 @@ mod health;
 mod router;
 
 pub use builder::{ANNOUNCED_SHUTDOWN_GRACE, Server, ServerBuilder, ServerConfig, ServerHandle};
+pub(crate) use context::current_trace;
 pub use context::{Context, current_deadline};
 pub use health::{HEALTH_CHECK, HEALTH_SERVICE, HealthCheckRequest, HealthCheckResponse, ServingStatus};
 pub use router::Service;

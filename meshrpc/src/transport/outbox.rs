@@ -1,6 +1,6 @@
 //! [`Outbox`]: a connection's write queue, and [`run_writer`], the task that drains it.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::BytesMut;
@@ -96,7 +96,12 @@ impl Outbox {
 
 /// Writes everything pushed into `outbox` to `io` until the outbox is closed or a
 /// write fails. Each wake-up writes all frames queued so far with one `write_all`.
-pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(outbox: &Outbox, mut io: W) -> std::io::Result<()> {
+/// Bytes written are added to `sent`.
+pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
+    outbox: &Outbox,
+    mut io: W,
+    sent: &AtomicU64,
+) -> std::io::Result<()> {
     let mut spare = BytesMut::new();
     let result = loop {
         if outbox.queued() == 0 {
@@ -120,6 +125,9 @@ pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(outbox: &Outbox, mut io: W
         }
         if let Err(e) = io.write_all(&spare).await {
             break Err(e);
+        }
+        if crate::metrics::ENABLED {
+            sent.fetch_add(spare.len() as u64, Ordering::Relaxed);
         }
         spare.clear();
         // Do not let one huge reply pin a huge buffer for the connection's lifetime.

@@ -33,6 +33,8 @@ pub(crate) struct FrameReader<R> {
     buf: BytesMut,
     max_frame_size: u32,
     chunk: usize,
+    /// Bytes read since the last [`FrameReader::take_bytes_read`].
+    bytes_read: u64,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -41,12 +43,18 @@ const MIN_CHUNK: usize = 4 * 1024;
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Wraps `io`; frames over `max_frame_size` are an error.
     pub(crate) fn new(io: R, max_frame_size: u32) -> FrameReader<R> {
-        FrameReader { io, buf: BytesMut::new(), max_frame_size, chunk: MIN_CHUNK }
+        FrameReader { io, buf: BytesMut::new(), max_frame_size, chunk: MIN_CHUNK, bytes_read: 0 }
     }
 
     /// Decodes the next frame already buffered, without reading.
     pub(crate) fn try_next(&mut self) -> Result<Option<Frame>, WireError> {
         wire::decode(&mut self.buf, self.max_frame_size)
+    }
+
+    /// Bytes read since the last call (for the byte counters: one atomic add per read
+    /// batch, not per frame).
+    pub(crate) fn take_bytes_read(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_read)
     }
 
     /// Reads more bytes: returns once at least one more whole frame is buffered.
@@ -66,6 +74,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             let room = self.buf.capacity() - self.buf.len();
             let n = self.io.read_buf(&mut self.buf).await?;
+            self.bytes_read += n as u64;
             self.chunk =
                 if n == room { (self.chunk * 2).min(READ_CHUNK) } else { (self.chunk / 2).max(MIN_CHUNK) };
             if n == 0 {
