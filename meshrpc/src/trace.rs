@@ -193,7 +193,9 @@ pub(crate) fn outgoing(span: &tracing::Span, parent: Option<TraceContext>) -> Op
     }
     #[cfg(feature = "otel")]
     {
-        if let Some(p) = parent {
+        // A server call's trace reaches this span through its tracing parent (the
+        // `rpc.server` span); only an explicit scope has to be made its parent here.
+        if let Ok(p) = SCOPE.try_with(|c| *c) {
             otel::set_parent(span, p);
         }
         if let Some(ctx) = otel::context_of(span) {

@@ -1,6 +1,8 @@
 //! Shared test helpers: test services, server start-up, and a raw-frame client.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod chain;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
