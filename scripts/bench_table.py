@@ -21,8 +21,8 @@ if os.path.exists(os.path.join(out, "cpu.txt")):
         cpu[(d["peer"], d["mode"], int(d["c"]))].append(d)
 
 med = statistics.median
-names = {"meshrpc": "meshrpc", "floor": "raw-TCP floor", "tarpc": "tarpc", "gonetrpc": "Go net/rpc", "tonic": "tonic", "volo": "volo"}
-peers = [p for p in ["meshrpc", "floor", "tarpc", "gonetrpc", "tonic", "volo"] if any(k[0] == p for k in runs)]
+names = {"meshrpc": "meshrpc", "meshrpc-notel": "meshrpc without telemetry", "floor": "raw-TCP floor", "tarpc": "tarpc", "gonetrpc": "Go net/rpc", "tonic": "tonic", "volo": "volo"}
+peers = [p for p in ["meshrpc", "meshrpc-notel", "floor", "tarpc", "gonetrpc", "tonic", "volo"] if any(k[0] == p for k in runs)]
 cells = sorted({(k[1], k[2]) for k in runs}, key=lambda x: (x[1], x[0]))
 
 def m(p, mode, c, key):
@@ -80,3 +80,10 @@ if "tarpc" in peers and "meshrpc" in peers:
         p50a, p50b = m("meshrpc", mode, c, "p50_us"), m("tarpc", mode, c, "p50_us")
         if a and b:
             print(f"- {mode} c={c}: {a/b:.2f}× the requests/s; p99 {pa:.0f} µs vs {pb:.0f} µs ({pa/pb:.2f}×); p50 {p50a:.1f} vs {p50b:.1f} µs")
+
+if "meshrpc-notel" in peers and "meshrpc" in peers:
+    print("\nWhat metrics and tracing cost (meshrpc as shipped against the same build without them):\n")
+    for mode, c in cells:
+        a, b = m("meshrpc", mode, c, "rps"), m("meshrpc-notel", mode, c, "rps")
+        if a and b:
+            print(f"- {mode} c={c}: {a/b:.3f}× the requests/s ({(1 - a/b) * 100:.1f} % fewer)")

@@ -16,7 +16,7 @@ server_instructions() {
     local calls=$1 tmp spid port
     tmp=$(mktemp -d)
     valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$calls.out" \
-        "$BIN" demo --listen 127.0.0.1:0 >"$tmp/out" 2>"$tmp/err" &
+        "$BIN" demo --listen 127.0.0.1:0 --traffic 0 >"$tmp/out" 2>"$tmp/err" &
     spid=$!
     for _ in $(seq 1 600); do
         port=$(sed -n 's/^PORT \([0-9]\+\)$/\1/p' "$tmp/out" | head -1)

@@ -17,11 +17,16 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
-# System packages the tests use: protoc builds etcd-client (feature `etcd`), and the
-# etcd tests run a real etcd. Installed from Debian's packages when missing.
+# System packages the tests use: protoc builds etcd-client (feature `etcd`), the etcd
+# tests run a real etcd, the monitoring tests Prometheus and Chromium. Installed from
+# Debian's packages when missing.
 missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+# The monitoring tests run a real Prometheus and drive the dashboard in headless Chromium.
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     step "installing ${missing[*]} (apt-get; one time)"
     sudo_cmd=()
@@ -31,6 +36,9 @@ if ((${#missing[@]})); then
 fi
 command -v protoc >/dev/null 2>&1 || { echo "error: protoc is still missing (apt-get install protobuf-compiler)" >&2; exit 1; }
 command -v etcd >/dev/null 2>&1 || { echo "error: etcd is still missing (apt-get install etcd-server)" >&2; exit 1; }
+for tool in prometheus chromium chromedriver; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is still missing (apt-get install prometheus chromium chromium-driver)" >&2; exit 1; }
+done
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     step "installing cargo-fuzz (used to build the fuzz target; one time)"

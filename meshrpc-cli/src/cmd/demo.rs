@@ -36,6 +36,10 @@ pub(crate) struct DemoArgs {
     /// 0 sends none (benchmarks and exact-count tests use 0).
     #[arg(long, value_name = "CALLS_PER_SEC", default_value_t = 20.0)]
     traffic: f64,
+    /// With --registry: the TTL of the announcement's lease (how long a crashed replica
+    /// stays listed); renewed every third of it.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
 }
 
 /// Runs `meshrpc demo`.
@@ -68,7 +72,8 @@ async fn listen(addr: &str, args: &DemoArgs) -> ExitCode {
         // Deregistered at Ctrl-C; watchers get a moment to see it before GOAWAY.
         Ok(Some(reg)) => {
             discovered = Some(reg.clone());
-            builder = builder.registry(reg).shutdown_grace(Duration::from_millis(300));
+            builder =
+                builder.registry(reg).lease_ttl(args.lease_ttl).shutdown_grace(Duration::from_millis(300));
         }
         Ok(None) => {}
         Err(e) => {

@@ -20,7 +20,7 @@ impl Drop for Running {
 /// Starts `meshrpc demo --listen 127.0.0.1:0` and returns it with its address, read
 /// from the `PORT n` line it prints first.
 pub fn listen() -> (Running, String) {
-    spawn_with_port(&["demo", "--listen", "127.0.0.1:0"])
+    spawn_with_port(&["demo", "--listen", "127.0.0.1:0", "--traffic", "0"])
 }
 
 /// Starts `meshrpc ARGS…` (a command that listens on port 0 and prints `PORT n` first)
@@ -49,7 +49,38 @@ pub fn registry(listen: &str) -> (Running, String) {
 
 /// Starts a demo replica announced in the dev registry at `registry`.
 pub fn replica(registry: &str) -> (Running, String) {
-    spawn_with_port(&["demo", "--listen", "127.0.0.1:0", "--registry", registry])
+    spawn_with_port(&["demo", "--listen", "127.0.0.1:0", "--registry", registry, "--traffic", "0"])
+}
+
+/// Starts `meshrpc ARGS…` and returns it with its address (`PORT n`) and its dashboard
+/// URL (the `DASHBOARD http://…/` line).
+pub fn spawn_with_dashboard(args: &[&str]) -> (Running, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run meshrpc {args:?}: {e}"));
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+    let first = next();
+    let port: u16 = first
+        .strip_prefix("PORT ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the first line of meshrpc {args:?} is `PORT n`, got {first:?}"));
+    let second = next();
+    let url = second
+        .strip_prefix("DASHBOARD ")
+        .unwrap_or_else(|| panic!("the second line of meshrpc {args:?} is `DASHBOARD url`, got {second:?}"))
+        .trim()
+        .to_string();
+    (Running(child), format!("127.0.0.1:{port}"), url)
+}
+
+/// A port nothing listens on right now (bound, then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("its address").port()
 }
 
 /// Runs `meshrpc ARGS…` to completion.
