@@ -6,9 +6,12 @@ use std::sync::{Arc, Mutex};
 use meshrpc::trace::{TRACEPARENT, TraceContext};
 use meshrpc::{Client, Context, Server, ServerHandle, Service, Status};
 
+/// What one server of the chain saw: who it is, its call's trace, the raw header.
+pub type Sighting = (String, Option<TraceContext>, Option<String>);
+
 /// Records the trace each call of a chain saw.
 #[derive(Default)]
-pub struct Seen(pub Mutex<Vec<(String, Option<TraceContext>, Option<String>)>>);
+pub struct Seen(pub Mutex<Vec<Sighting>>);
 
 impl Seen {
     pub fn push(&self, who: &str, ctx: &Context) {
