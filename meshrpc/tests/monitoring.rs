@@ -300,3 +300,35 @@ async fn explicit_metadata_and_a_trace_travel_together() {
     b.shutdown().await;
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_call_dropped_before_its_answer_leaves_the_in_flight_gauge() {
+    let hang = Service::new("Hang").method("Forever", |_c: Context, _: ()| async {
+        std::future::pending::<()>().await;
+        Ok::<_, Status>(())
+    });
+    let server = admin_server(|b| b.add_service(hang)).await;
+    let client = Client::connect(server.local_addr()).await.unwrap();
+    let dropped =
+        tokio::time::timeout(Duration::from_millis(50), client.call::<_, ()>("Hang.Forever", &())).await;
+    assert!(dropped.is_err(), "the call never answers");
+    let rows = ClientMetrics::global().snapshot();
+    let hang = &rows.iter().find(|(m, _)| m == "Hang.Forever").expect("a client row").1;
+    assert_eq!(hang.in_flight, 0, "a dropped call is no longer in flight");
+    assert_eq!(hang.by_code[Code::Cancelled as usize], 1, "it ended as CANCELLED");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_forwarded_traceparent_is_replaced_by_the_calls_own() {
+    let seen = Arc::new(Seen::default());
+    let (b, c, to_b) = chain(seen.clone()).await;
+    let stale = TraceContext::new_root();
+    let opts = CallOptions::new().metadata("traceparent", stale.to_traceparent());
+    let root = TraceContext::new_root();
+    root.scope(to_b.call_with::<_, ()>("B.Middle", &(), &opts)).await.unwrap();
+    let first = seen.0.lock().unwrap()[0].clone();
+    assert_eq!(first.1.map(|t| t.trace_id), Some(root.trace_id), "the scope's trace wins");
+    b.shutdown().await;
+    c.shutdown().await;
+}

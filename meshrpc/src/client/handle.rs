@@ -272,9 +272,11 @@ impl Client {
         // One clock reading serves the deadline and the latency when there is a timeout.
         let started = now.unwrap_or_else(Instant::now);
         stats.start();
+        // A call dropped before its result (a select, a fan-out's straggler) still ends.
+        let mut recording = Recording { stats, started, done: false };
         let span = crate::trace::client_span(method);
         let parent = crate::trace::TraceContext::current();
-        let timing = (deadline, Some(started));
+        let timing = (deadline, now);
         let result = if span.is_disabled() && parent.is_none() {
             // Nobody traces: no span to enter, nothing to add to the request.
             self.invoke_unrecorded(method, opts, codec, encode, reserved, timing).await
@@ -283,6 +285,7 @@ impl Client {
             Box::pin(self.invoke_traced(&span, parent, method, opts, codec, encode, reserved, timing)).await
         };
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        recording.done = true;
         stats.finish(code, started.elapsed());
         crate::trace::record_code(&span, code);
         result
@@ -305,7 +308,10 @@ impl Client {
         let traced;
         let opts = match crate::trace::outgoing(span, parent) {
             Some(tc) => {
-                traced = opts.clone().metadata(crate::trace::TRACEPARENT, tc.to_traceparent());
+                let mut o = opts.clone();
+                // Ours replaces one the caller forwarded (the server reads the first).
+                o.metadata.remove(crate::trace::TRACEPARENT);
+                traced = o.metadata(crate::trace::TRACEPARENT, tc.to_traceparent());
                 &traced
             }
             None => opts,
@@ -434,5 +440,21 @@ impl tower::Service<RawCall> for Client {
             let resp = client.invoke(&req.method, &req.options, req.codec, &encode, permit).await?;
             Ok(resp.payload)
         })
+    }
+}
+
+/// Ends a recorded call that was dropped before its result, as CANCELLED (so the
+/// in-flight gauge does not keep it).
+struct Recording {
+    stats: &'static crate::metrics::CallStats,
+    started: Instant,
+    done: bool,
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stats.finish(Code::Cancelled, self.started.elapsed());
+        }
     }
 }

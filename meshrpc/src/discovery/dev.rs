@@ -160,7 +160,21 @@ impl Registry for DevRegistry {
 
     fn leases(&self, service: &str) -> BoxFuture<'_, Result<Vec<LeasedInstance>, Status>> {
         let req = ServiceReq { service: service.to_string() };
-        async move { self.call("Leases", &req, CALL_TIMEOUT).await }.boxed()
+        async move {
+            match self.call("Leases", &req, CALL_TIMEOUT).await {
+                // A dev registry from before `Leases`: the instances without lease details.
+                Err(e) if matches!(e.code(), crate::Code::NotFound | crate::Code::Unimplemented) => {
+                    let snap: Snapshot = self.call("List", &req, CALL_TIMEOUT).await?;
+                    Ok(snap
+                        .instances
+                        .into_iter()
+                        .map(|instance| LeasedInstance { instance, lease: None })
+                        .collect())
+                }
+                other => other,
+            }
+        }
+        .boxed()
     }
 
     fn watch_next(

@@ -6,7 +6,9 @@
 //! call); striped, recording is a handful of uncontended `fetch_add`s.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicI64, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::time::Duration;
 
 use crate::status::Code;
@@ -91,6 +93,9 @@ fn my_stripe() -> usize {
 /// flight, and calls refused before they ran.
 pub struct CallStats {
     stripes: Box<[Stripe; STRIPES]>,
+    /// The largest OK count reported so far: the count is derived (histogram count −
+    /// failures), and a scrape racing a failing call must never see it go down.
+    ok_reported: AtomicU64,
 }
 
 impl std::fmt::Debug for CallStats {
@@ -109,7 +114,7 @@ impl Default for CallStats {
 impl CallStats {
     /// Zeroed counters.
     pub fn new() -> CallStats {
-        CallStats { stripes: Box::default() }
+        CallStats { stripes: Box::default(), ok_reported: AtomicU64::new(0) }
     }
 
     fn stripe(&self) -> &Stripe {
@@ -138,11 +143,13 @@ impl CallStats {
         let s = self.stripe();
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BOUNDS_NS.iter().position(|&b| ns <= b).unwrap_or(BOUNDS_NS.len());
-        s.buckets[bucket].fetch_add(1, Relaxed);
-        s.sum_ns.fetch_add(ns, Relaxed);
+        // The failure first, then (Release) the bucket: a snapshot that sees the bucket
+        // (Acquire) sees the failure too, so it never counts a failed call as OK.
         if code != Code::Ok {
             s.failed[code as usize].fetch_add(1, Relaxed);
         }
+        s.sum_ns.fetch_add(ns, Relaxed);
+        s.buckets[bucket].fetch_add(1, Release);
     }
 
     /// Counts a call refused before it ran (outside the latency histogram).
@@ -160,7 +167,7 @@ impl CallStats {
         let mut started: u64 = 0;
         for s in self.stripes.iter() {
             for (o, b) in out.buckets.iter_mut().zip(&s.buckets) {
-                *o += b.load(Relaxed);
+                *o += b.load(Acquire);
             }
             out.sum_ns += s.sum_ns.load(Relaxed);
             in_flight += s.in_flight.load(Relaxed);
@@ -176,7 +183,8 @@ impl CallStats {
         for (o, f) in out.by_code.iter_mut().zip(failed) {
             *o += f;
         }
-        out.by_code[Code::Ok as usize] += out.observed().saturating_sub(failed_total);
+        let ok = out.observed().saturating_sub(failed_total);
+        out.by_code[Code::Ok as usize] += self.ok_reported.fetch_max(ok, Relaxed).max(ok);
         if started > 0 {
             in_flight += i64::try_from(started.saturating_sub(out.observed())).unwrap_or(i64::MAX);
         }

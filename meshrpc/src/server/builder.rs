@@ -86,6 +86,8 @@ pub(crate) struct ServerShared {
     /// Stops the admin endpoint (at the end of `run`, or at once on abort).
     admin_stop: CancellationToken,
     admin_addr: Option<SocketAddr>,
+    /// The admin endpoint listens on every interface (0.0.0.0 or ::).
+    admin_wildcard: bool,
 }
 
 impl ServerShared {
@@ -308,6 +310,7 @@ impl ServerBuilder {
             metrics: metrics.clone(),
             admin_stop: CancellationToken::new(),
             admin_addr: admin.as_ref().map(|(_, a)| loopback_if_unspecified(*a)),
+            admin_wildcard: admin.as_ref().is_some_and(|(_, a)| a.ip().is_unspecified()),
             router: self.router,
             config,
             in_flight: AtomicUsize::new(0),
@@ -378,6 +381,17 @@ impl Server {
         (addr, id)
     }
 
+    /// The admin address others should use: on every interface with an advertised
+    /// address, the advertised host with the admin port; else the bound address.
+    fn advertised_admin(&self) -> Option<String> {
+        let admin = self.shared.admin_addr?;
+        let advertise = self.shared.announce.as_ref().and_then(|a| a.advertise.as_deref());
+        match advertise.and_then(|a| a.rsplit_once(':')) {
+            Some((host, _)) if self.shared.admin_wildcard => Some(format!("{host}:{}", admin.port())),
+            _ => Some(admin.to_string()),
+        }
+    }
+
     /// The user services (not the built-in `meshrpc.` ones), sorted.
     fn user_services(&self) -> Vec<String> {
         let mut services: Vec<String> = self.shared.router.service_names().iter().cloned().collect();
@@ -395,8 +409,8 @@ impl Server {
             .into_iter()
             .map(|svc| {
                 let mut i = Instance::new(svc, id.clone(), addr.clone());
-                if let Some(admin) = self.shared.admin_addr {
-                    i = i.with_admin_addr(admin.to_string());
+                if let Some(admin) = self.advertised_admin() {
+                    i = i.with_admin_addr(admin);
                 }
                 for (k, v) in &a.metadata {
                     i = i.with_meta(k.clone(), v.clone());
@@ -427,7 +441,7 @@ impl Server {
         AdminSource {
             id,
             addr,
-            admin_addr: self.shared.admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+            admin_addr: self.advertised_admin().unwrap_or_default(),
             services: self.user_services(),
             metrics: self.shared.metrics.clone(),
             exposition,

@@ -63,6 +63,11 @@ impl Metadata {
         self.entries.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// Removes every pair under `key`.
+    pub(crate) fn remove(&mut self, key: &str) {
+        self.entries.retain(|(k, _)| k != key);
+    }
+
     pub(crate) fn push_unchecked(&mut self, key: String, value: Bytes) {
         self.entries.push((key, value));
     }
