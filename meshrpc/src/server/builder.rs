@@ -456,9 +456,9 @@ impl Server {
 
     /// Serves until shut down through a [`ServerHandle`] (see [`Server::spawn`]).
     pub async fn run(mut self) {
-        if let Some((listener, source)) = self.admin.take() {
-            tokio::spawn(crate::admin::serve(listener, source, self.shared.admin_stop.clone()));
-        }
+        let admin = self.admin.take().map(|(listener, source)| {
+            tokio::spawn(crate::admin::serve(listener, source, self.shared.admin_stop.clone()))
+        });
         // The admin endpoint stops when this does (on every path out, even a dropped task).
         let _admin = self.shared.admin_stop.clone().drop_guard();
         if let Some((registry, instances, ttl)) = self.instances() {
@@ -493,6 +493,11 @@ impl Server {
         self.shared.drain.cancel();
         tracker.close();
         tracker.wait().await;
+        // The admin port is free once `shutdown` returns (it takes at most ~200 ms).
+        self.shared.admin_stop.cancel();
+        if let Some(task) = admin {
+            let _ = task.await;
+        }
     }
 
     /// Runs the server on its own task and returns a handle to stop it.
