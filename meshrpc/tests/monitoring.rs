@@ -30,6 +30,25 @@ async fn get(url: &str) -> (u16, String) {
     (status, r.text().await.expect("a body"))
 }
 
+/// Reads `read` until `done` holds (at most `tries` readings, `every` apart) and
+/// returns the last reading, for the caller to assert on.
+async fn poll<T, Fut: Future<Output = T>>(
+    tries: u32,
+    every: Duration,
+    mut read: impl FnMut() -> Fut,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let mut last = read().await;
+    for _ in 1..tries {
+        if done(&last) {
+            break;
+        }
+        tokio::time::sleep(every).await;
+        last = read().await;
+    }
+    last
+}
+
 /// The value of the exposition line `name{labels}` (labels exactly as written).
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
@@ -115,14 +134,9 @@ async fn latency_lands_in_the_bucket_of_the_handlers_time_and_in_flight_counts_r
     };
     let admin = server.admin_addr().unwrap();
     let series = r#"meshrpc_server_calls_in_flight{service="Slow",method="Slow.Wait"}"#;
-    let mut in_flight = None;
-    for _ in 0..100 {
-        in_flight = sample(&get(&format!("http://{admin}/metrics")).await.1, series);
-        if in_flight == Some(1.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let metrics = format!("http://{admin}/metrics");
+    let read = || async { sample(&get(&metrics).await.1, series) };
+    let in_flight = poll(100, Duration::from_millis(10), read, |v| *v == Some(1.0)).await;
     assert_eq!(in_flight, Some(1.0), "the waiting call is in flight");
     gate.notify_waiters();
     waiting.await.unwrap().unwrap();
@@ -148,13 +162,8 @@ async fn healthz_answers_and_readyz_fails_until_registered_and_while_draining() 
         Arc::new(DevRegistry::connect(format!("127.0.0.1:{port}")).await.unwrap());
     let server = admin_server(|b| b.registry(registry).shutdown_grace(Duration::from_millis(800))).await;
     let admin = server.admin_addr().unwrap();
-    let mut ready = (0, String::new());
-    for _ in 0..50 {
-        ready = get(&format!("http://{admin}/readyz")).await;
-        if ready.0 != 0 {
-            break;
-        }
-    }
+    let readyz = format!("http://{admin}/readyz");
+    let ready = get(&readyz).await;
     assert_eq!(ready.0, 503, "not registered yet: {}", ready.1);
     assert!(ready.1.contains("not registered"), "{}", ready.1);
     assert_eq!(get(&format!("http://{admin}/healthz")).await.0, 200, "alive all the same");
@@ -165,25 +174,11 @@ async fn healthz_answers_and_readyz_fails_until_registered_and_while_draining() 
         .await
         .unwrap()
         .spawn();
-    let mut status = 0;
-    for _ in 0..100 {
-        status = get(&format!("http://{admin}/readyz")).await.0;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = poll(100, Duration::from_millis(50), || async { get(&readyz).await.0 }, |s| *s == 200).await;
     assert_eq!(status, 200, "ready once registered");
     // Draining (the shutdown grace): not ready, still alive.
     let stopping = tokio::spawn(server.shutdown());
-    let mut drained = (0, String::new());
-    for _ in 0..50 {
-        drained = get(&format!("http://{admin}/readyz")).await;
-        if drained.0 == 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let drained = poll(50, Duration::from_millis(10), || get(&readyz), |r| r.0 == 503).await;
     assert_eq!(drained.0, 503, "a draining server is not ready");
     assert!(drained.1.contains("draining"), "{}", drained.1);
     stopping.await.unwrap();
@@ -207,14 +202,8 @@ async fn the_dev_registry_serves_instances_with_leases_prometheus_sd_and_its_met
         let r = registry.clone();
         replicas.push(admin_server(|b| b.registry(r).lease_ttl(Duration::from_secs(3))).await);
     }
-    let mut listed = 0;
-    for _ in 0..100 {
-        listed = memory.snapshot("Calculator").instances.len();
-        if listed == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let count = || async { memory.snapshot("Calculator").instances.len() };
+    let listed = poll(100, Duration::from_millis(20), count, |n| *n == 2).await;
     assert_eq!(listed, 2);
     let (status, body) = get(&format!("http://{reg_admin}/api/instances")).await;
     assert_eq!(status, 200, "{body}");

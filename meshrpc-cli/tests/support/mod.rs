@@ -1,7 +1,7 @@
 //! Shared helpers for the CLI tests: run `meshrpc demo --listen` as a child process.
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 
 /// The `meshrpc` binary under test.
@@ -26,20 +26,39 @@ pub fn listen() -> (Running, String) {
 /// Starts `meshrpc ARGS…` (a command that listens on port 0 and prints `PORT n` first)
 /// and returns it with its address.
 pub fn spawn_with_port(args: &[&str]) -> (Running, String) {
+    let (child, addr, _) = spawn_reading(args, false);
+    (child, addr)
+}
+
+/// Starts `meshrpc ARGS…` and reads its first line, `PORT n`, and if `dashboard` its
+/// second, `DASHBOARD url`: the child, its address, and the URL (empty if not read).
+fn spawn_reading(args: &[&str], dashboard: bool) -> (Running, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("run meshrpc {args:?}: {e}"));
-    let stdout = child.stdout.take().expect("stdout");
-    let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).expect("read the first line");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+    let first = next();
     let port: u16 = first
         .strip_prefix("PORT ")
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or_else(|| panic!("the first line of meshrpc {args:?} is `PORT n`, got {first:?}"));
-    (Running(child), format!("127.0.0.1:{port}"))
+    let url = if dashboard {
+        let second = next();
+        second
+            .strip_prefix("DASHBOARD ")
+            .unwrap_or_else(|| {
+                panic!("the second line of meshrpc {args:?} is `DASHBOARD url`, got {second:?}")
+            })
+            .trim()
+            .to_string()
+    } else {
+        String::new()
+    };
+    (Running(child), format!("127.0.0.1:{port}"), url)
 }
 
 /// Starts a dev registry (`meshrpc registry --listen ADDR`; port 0 for any).
@@ -55,26 +74,7 @@ pub fn replica(registry: &str) -> (Running, String) {
 /// Starts `meshrpc ARGS…` and returns it with its address (`PORT n`) and its dashboard
 /// URL (the `DASHBOARD http://…/` line).
 pub fn spawn_with_dashboard(args: &[&str]) -> (Running, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run meshrpc {args:?}: {e}"));
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
-    let first = next();
-    let port: u16 = first
-        .strip_prefix("PORT ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the first line of meshrpc {args:?} is `PORT n`, got {first:?}"));
-    let second = next();
-    let url = second
-        .strip_prefix("DASHBOARD ")
-        .unwrap_or_else(|| panic!("the second line of meshrpc {args:?} is `DASHBOARD url`, got {second:?}"))
-        .trim()
-        .to_string();
-    (Running(child), format!("127.0.0.1:{port}"), url)
+    spawn_reading(args, true)
 }
 
 /// A port nothing listens on right now (bound, then released).

@@ -164,12 +164,7 @@ impl Registry for DevRegistry {
             match self.call("Leases", &req, CALL_TIMEOUT).await {
                 // A dev registry from before `Leases`: the instances without lease details.
                 Err(e) if matches!(e.code(), crate::Code::NotFound | crate::Code::Unimplemented) => {
-                    let snap: Snapshot = self.call("List", &req, CALL_TIMEOUT).await?;
-                    Ok(snap
-                        .instances
-                        .into_iter()
-                        .map(|instance| LeasedInstance { instance, lease: None })
-                        .collect())
+                    Ok(LeasedInstance::unknown_leases(self.call("List", &req, CALL_TIMEOUT).await?))
                 }
                 other => other,
             }

@@ -90,6 +90,13 @@ pub struct LeasedInstance {
     pub lease: Option<LeaseInfo>,
 }
 
+impl LeasedInstance {
+    /// A snapshot's instances with no lease details (for backends that do not say).
+    pub(crate) fn unknown_leases(snap: Snapshot) -> Vec<LeasedInstance> {
+        snap.instances.into_iter().map(|instance| LeasedInstance { instance, lease: None }).collect()
+    }
+}
+
 /// A lease's age and time to live, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseInfo {

@@ -48,9 +48,6 @@ pub trait Registry: Send + Sync + 'static {
     /// knows them (the default: [`Registry::list`] without lease details).
     fn leases(&self, service: &str) -> BoxFuture<'_, Result<Vec<LeasedInstance>, Status>> {
         let list = self.list(service);
-        Box::pin(async move {
-            let snap = list.await?;
-            Ok(snap.instances.into_iter().map(|instance| LeasedInstance { instance, lease: None }).collect())
-        })
+        Box::pin(async move { Ok(LeasedInstance::unknown_leases(list.await?)) })
     }
 }

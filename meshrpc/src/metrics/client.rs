@@ -11,8 +11,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use super::call_stats::{CallSnapshot, CallStats};
-use super::export::{MethodRow, encode_bytes, encode_calls, encode_gauge};
-use super::server::service_of;
+use super::export::{encode_bytes, encode_calls, encode_gauge, rows};
 
 /// Method names a process's clients get series of their own for; later names share
 /// the [`OTHER_METHOD`] row (a program that builds names from input stays bounded).
@@ -156,14 +155,7 @@ impl ClientMetrics {
 impl Collector for &'static ClientMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let snaps = self.snapshot();
-        let rows: Vec<MethodRow<'_>> = snaps
-            .iter()
-            .map(|(m, s)| MethodRow {
-                service: if m == OTHER_METHOD { OTHER_METHOD } else { service_of(m) },
-                method: m,
-                stats: s.clone(),
-            })
-            .collect();
+        let rows = rows(&snaps, OTHER_METHOD);
         encode_calls(&mut encoder, "client", &rows)?;
         encode_bytes(&mut encoder, "client", self.received.load(Relaxed), self.sent.load(Relaxed))?;
         let events = self.events.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -15,6 +15,19 @@ pub(crate) struct MethodRow<'a> {
     pub(crate) stats: CallSnapshot,
 }
 
+/// The rows of `snaps` (full method names and their numbers); the `sentinel` row
+/// (`<unknown>`, `<other>`) is its own service too.
+pub(crate) fn rows<'a>(snaps: &'a [(String, CallSnapshot)], sentinel: &'a str) -> Vec<MethodRow<'a>> {
+    snaps
+        .iter()
+        .map(|(m, s)| MethodRow {
+            service: if m == sentinel { sentinel } else { super::service_of(m) },
+            method: m,
+            stats: s.clone(),
+        })
+        .collect()
+}
+
 /// Writes the call families of one side (`server` or `client`): calls by status, the
 /// latency histogram, and calls in flight.
 pub(crate) fn encode_calls(

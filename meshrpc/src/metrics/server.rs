@@ -7,7 +7,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
 use super::call_stats::{CallSnapshot, CallStats};
-use super::export::{MethodRow, encode_bytes, encode_calls, encode_counter, encode_gauge};
+use super::export::{encode_bytes, encode_calls, encode_counter, encode_gauge, rows};
 
 /// The label value of every method a server does not serve: a peer sending random names
 /// cannot make the number of series grow.
@@ -92,14 +92,7 @@ pub(crate) fn service_of(method: &str) -> &str {
 impl Collector for ServerMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let snaps = self.snapshot();
-        let rows: Vec<MethodRow<'_>> = snaps
-            .iter()
-            .map(|(m, s)| MethodRow {
-                service: if m == UNKNOWN_METHOD { UNKNOWN_METHOD } else { service_of(m) },
-                method: m,
-                stats: s.clone(),
-            })
-            .collect();
+        let rows = rows(&snaps, UNKNOWN_METHOD);
         encode_calls(&mut encoder, "server", &rows)?;
         encode_bytes(&mut encoder, "server", self.received.load(Relaxed), self.sent.load(Relaxed))?;
         encode_gauge(
