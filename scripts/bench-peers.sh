@@ -6,7 +6,9 @@
 # Usage: scripts/bench-peers.sh [SECONDS=5] [PASSES=3]
 #   PEERS="meshrpc tarpc ..."  which to run (default: meshrpc floor tarpc gonetrpc tonic);
 #                              meshrpc-notel is meshrpc built without metrics and tracing
-#                              (--no-default-features), to measure what they cost
+#                              (--no-default-features), to measure what they cost;
+#                              tarpc-1w is tarpc with both processes on one tokio worker
+#                              (TOKIO_WORKER_THREADS=1), its best layout on 2 vCPUs
 #   CELLS="add:1 add:32 ..."   which workload:C cells (default below)
 #   PEERS_DIR=...              the harness (default: ../shared/peers next to this repo)
 # C=1 cells pin server and client to the same vCPU (PIN=0:0), as the peers' README asks.
@@ -39,7 +41,7 @@ for p in "${PEERS[@]}"; do
     case "$p" in
         meshrpc) ;;
         meshrpc-notel) (cd "$ROOT" && cargo build --release --quiet -p meshrpc-cli --no-default-features --target-dir target/notel) ;;
-        *) "$PEERS_DIR/run.sh" "$p" add 1 0.2 >/dev/null ;;  # builds the peer if needed
+        *) "$PEERS_DIR/run.sh" "${p%-1w}" add 1 0.2 >/dev/null ;;  # builds the peer if needed
     esac
 done
 
@@ -94,6 +96,16 @@ for pass in $(seq 0 $((PASSES - 1))); do
             if [[ "$p" == meshrpc || "$p" == meshrpc-notel ]]; then
                 bin=$MESHRPC; [[ "$p" == meshrpc-notel ]] && bin=$MESHRPC_NOTEL
                 line=$(PIN="$pin" run_meshrpc "$p" "$bin" "$mode" "$c") || line="peer=$p mode=$mode c=$c rps=0 p50_us=0 p99_us=0 p999_us=0 errors=RUN_FAILED"
+            elif [[ "$p" == *-1w ]]; then
+                # The peer on one tokio worker per process, logged under its own name.
+                base=${p%-1w}
+                line=$(PEERS_CPU_LOG="$OUT/cpu-1w.txt" TOKIO_WORKER_THREADS=1 PIN="$pin" WARMUP=$WARMUP \
+                    "$PEERS_DIR/run.sh" "$base" "$mode" "$c" "$SECS") ||
+                    line="peer=$base mode=$mode c=$c rps=0 p50_us=0 p99_us=0 p999_us=0 errors=RUN_FAILED"
+                line=${line/peer=$base /peer=$p }
+                if [[ -f "$OUT/cpu-1w.txt" ]]; then
+                    sed "s/peer=$base /peer=$p /" "$OUT/cpu-1w.txt" >> "$OUT/cpu.txt"; rm -f "$OUT/cpu-1w.txt"
+                fi
             else
                 line=$(PIN="$pin" WARMUP=$WARMUP "$PEERS_DIR/run.sh" "$p" "$mode" "$c" "$SECS") ||
                     line="peer=$p mode=$mode c=$c rps=0 p50_us=0 p99_us=0 p999_us=0 errors=RUN_FAILED"

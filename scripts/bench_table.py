@@ -21,8 +21,8 @@ if os.path.exists(os.path.join(out, "cpu.txt")):
         cpu[(d["peer"], d["mode"], int(d["c"]))].append(d)
 
 med = statistics.median
-names = {"meshrpc": "meshrpc", "meshrpc-notel": "meshrpc without telemetry", "floor": "raw-TCP floor", "tarpc": "tarpc", "gonetrpc": "Go net/rpc", "tonic": "tonic", "volo": "volo"}
-peers = [p for p in ["meshrpc", "meshrpc-notel", "floor", "tarpc", "gonetrpc", "tonic", "volo"] if any(k[0] == p for k in runs)]
+names = {"meshrpc": "meshrpc", "meshrpc-notel": "meshrpc without telemetry", "floor": "raw-TCP floor", "tarpc": "tarpc", "tarpc-1w": "tarpc on 1 worker", "gonetrpc": "Go net/rpc", "tonic": "tonic", "volo": "volo"}
+peers = [p for p in ["meshrpc", "meshrpc-notel", "floor", "tarpc", "tarpc-1w", "gonetrpc", "tonic", "volo"] if any(k[0] == p for k in runs)]
 cells = sorted({(k[1], k[2]) for k in runs}, key=lambda x: (x[1], x[0]))
 
 def m(p, mode, c, key):
