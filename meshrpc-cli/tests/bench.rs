@@ -84,15 +84,48 @@ fn echo1k_compares_every_payload() {
 }
 
 #[test]
-fn a_duration_run_counts_only_what_follows_the_warm_up() {
+fn calls_made_during_the_warm_up_are_not_counted() {
     let (_server, addr) = listen();
-    let out = run(&["bench", "--addr", &addr, "-c", "4", "-d", "300ms", "--warmup", "200ms", "--json"]);
+    let out = run(&[
+        "bench",
+        "--addr",
+        &addr,
+        "-c",
+        "4",
+        "--warmup",
+        "300ms",
+        "--calls",
+        "100",
+        "--json",
+        "Counter.Inc",
+        "{}",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(r["calls"], 100, "{r}");
+    let served: u64 = String::from_utf8_lossy(&run(&["call", "--addr", &addr, "Counter.Value"]).stdout)
+        .trim()
+        .parse()
+        .expect("Counter.Value is a number");
+    assert!(served > 100, "the server also served the warm-up's calls: {served}");
+    let rps = r["requests_per_sec"].as_f64().expect("requests_per_sec");
+    let secs = r["seconds"].as_f64().expect("seconds");
+    assert!(
+        secs < 5.0 && (rps * secs - 100.0).abs() < 1.0,
+        "requests/s is 100 calls over the measured time: {r}"
+    );
+}
+
+#[test]
+fn a_duration_run_reports_requests_per_second_over_that_duration() {
+    let (_server, addr) = listen();
+    let out = run(&["bench", "--addr", &addr, "-c", "4", "-d", "300ms", "--warmup", "100ms", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
     assert_eq!(r["seconds"], 0.3, "{r}");
     let calls = r["calls"].as_f64().expect("calls");
     let rps = r["requests_per_sec"].as_f64().expect("requests_per_sec");
-    assert!(calls > 0.0 && (rps - calls / 0.3).abs() <= 1.0, "requests/s is calls over 0.3 s: {r}");
+    assert!(calls > 0.0 && (rps - calls / 0.3).abs() <= 1.0, "{r}");
 }
 
 #[test]
@@ -110,10 +143,36 @@ fn the_report_names_its_units() {
 #[test]
 fn a_service_found_in_a_registry_is_benchmarked_over_its_instances() {
     let (_registry, reg) = registry("127.0.0.1:0");
-    let (_a, _) = replica(&reg);
-    let (_b, _) = replica(&reg);
-    let r = bench_json(&["--service", "Calculator", "--registry", &reg, "-c", "8", "--calls", "400"]);
+    let (_a, a) = replica(&reg);
+    let (_b, b) = replica(&reg);
+    let r = bench_json(&[
+        "--service",
+        "Counter",
+        "--registry",
+        &reg,
+        "-c",
+        "8",
+        "--threads",
+        "2",
+        "--calls",
+        "400",
+        "Counter.Inc",
+        "{}",
+    ]);
     assert_eq!((r["calls"].as_u64(), r["errors"].as_u64()), (Some(400), Some(0)), "{r}");
+    let value = |addr: &str| -> u64 {
+        String::from_utf8_lossy(&run(&["call", "--addr", addr, "Counter.Value"]).stdout)
+            .trim()
+            .parse()
+            .expect("Counter.Value is a number")
+    };
+    let (va, vb) = (value(&a), value(&b));
+    assert!(va > 0 && vb > 0, "both instances served calls: {va} and {vb}");
+    assert_eq!(va + vb, 400, "every call reached one instance once");
+
+    let out = run(&["bench", "--service", "Nobody", "--registry", &reg, "--calls", "1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no live instance of Nobody"));
 }
 
 #[test]
@@ -143,10 +202,12 @@ fn failed_calls_are_counted_and_the_first_error_is_shown() {
 #[test]
 fn bad_targets_and_arguments_say_what_to_do() {
     let dead = format!("127.0.0.1:{}", free_port());
-    let out = run(&["bench", "--addr", &dead, "--calls", "1"]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("start a server first"), "{stderr}");
+    for threads in ["1", "2"] {
+        let out = run(&["bench", "--addr", &dead, "-c", "8", "--threads", threads, "--calls", "1"]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("start a server first"), "{threads} thread(s): {stderr}");
+    }
 
     let (_server, addr) = listen();
     let out = run(&["bench", "--addr", &addr, "--calls", "1", "Calculator.Add", "{not json"]);
