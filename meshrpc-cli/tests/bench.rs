@@ -4,18 +4,33 @@ mod support;
 
 use support::{free_port, listen, registry, replica, run};
 
-/// Runs `meshrpc bench ARGS… --json` and returns its one JSON line.
-fn bench_json(args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["bench", "--warmup", "0s", "--json"];
+/// Runs `meshrpc bench --json ARGS…`: whether it succeeded, its one JSON line, its stderr.
+fn bench_run(args: &[&str]) -> (bool, serde_json::Value, String) {
+    let mut all = vec!["bench", "--json"];
     all.extend_from_slice(args);
     let out = run(&all);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bench printed {stdout:?}: {e}"))
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let line = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bench {args:?} printed {stdout:?} ({e}), stderr:\n{stderr}"));
+    (out.status.success(), line, stderr)
+}
+
+/// Runs `meshrpc bench --json --warmup 0s ARGS…`, which must succeed, and returns its JSON line.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--warmup", "0s"];
+    all.extend_from_slice(args);
+    let (ok, line, stderr) = bench_run(&all);
+    assert!(ok, "bench {args:?} failed: {line}\n{stderr}");
+    line
+}
+
+/// The demo server's `Counter.Value` at `addr`: how many `Counter.Inc` calls it served.
+fn counter_value(addr: &str) -> u64 {
+    let out = run(&["call", "--addr", addr, "Counter.Value"]);
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|e| {
+        panic!("Counter.Value is a number ({e}): {}", String::from_utf8_lossy(&out.stderr))
+    })
 }
 
 #[test]
@@ -52,8 +67,7 @@ fn load_threads_split_the_connections_and_every_call_reaches_the_server_once() {
     assert_eq!(r["calls"], 600, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
     assert_eq!(r["threads"], 2, "{r}");
-    let out = run(&["call", "--addr", &addr, "Counter.Value"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "600\n", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(counter_value(&addr), 600);
     // More threads than connections: one thread per connection.
     let r = bench_json(&["--addr", &addr, "-c", "1", "--threads", "4", "--calls", "10"]);
     assert_eq!(
@@ -86,27 +100,11 @@ fn echo1k_compares_every_payload() {
 #[test]
 fn calls_made_during_the_warm_up_are_not_counted() {
     let (_server, addr) = listen();
-    let out = run(&[
-        "bench",
-        "--addr",
-        &addr,
-        "-c",
-        "4",
-        "--warmup",
-        "300ms",
-        "--calls",
-        "100",
-        "--json",
-        "Counter.Inc",
-        "{}",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let (ok, r, stderr) =
+        bench_run(&["--addr", &addr, "-c", "4", "--warmup", "300ms", "--calls", "100", "Counter.Inc", "{}"]);
+    assert!(ok, "{stderr}");
     assert_eq!(r["calls"], 100, "{r}");
-    let served: u64 = String::from_utf8_lossy(&run(&["call", "--addr", &addr, "Counter.Value"]).stdout)
-        .trim()
-        .parse()
-        .expect("Counter.Value is a number");
+    let served = counter_value(&addr);
     assert!(served > 100, "the server also served the warm-up's calls: {served}");
     let rps = r["requests_per_sec"].as_f64().expect("requests_per_sec");
     let secs = r["seconds"].as_f64().expect("seconds");
@@ -119,9 +117,8 @@ fn calls_made_during_the_warm_up_are_not_counted() {
 #[test]
 fn a_duration_run_reports_requests_per_second_over_that_duration() {
     let (_server, addr) = listen();
-    let out = run(&["bench", "--addr", &addr, "-c", "4", "-d", "300ms", "--warmup", "100ms", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let (ok, r, stderr) = bench_run(&["--addr", &addr, "-c", "4", "-d", "300ms", "--warmup", "100ms"]);
+    assert!(ok, "{stderr}");
     assert_eq!(r["seconds"], 0.3, "{r}");
     let calls = r["calls"].as_f64().expect("calls");
     let rps = r["requests_per_sec"].as_f64().expect("requests_per_sec");
@@ -160,13 +157,7 @@ fn a_service_found_in_a_registry_is_benchmarked_over_its_instances() {
         "{}",
     ]);
     assert_eq!((r["calls"].as_u64(), r["errors"].as_u64()), (Some(400), Some(0)), "{r}");
-    let value = |addr: &str| -> u64 {
-        String::from_utf8_lossy(&run(&["call", "--addr", addr, "Counter.Value"]).stdout)
-            .trim()
-            .parse()
-            .expect("Counter.Value is a number")
-    };
-    let (va, vb) = (value(&a), value(&b));
+    let (va, vb) = (counter_value(&a), counter_value(&b));
     assert!(va > 0 && vb > 0, "both instances served calls: {va} and {vb}");
     assert_eq!(va + vb, 400, "every call reached one instance once");
 
@@ -178,24 +169,10 @@ fn a_service_found_in_a_registry_is_benchmarked_over_its_instances() {
 #[test]
 fn failed_calls_are_counted_and_the_first_error_is_shown() {
     let (_server, addr) = listen();
-    let out = run(&[
-        "bench",
-        "--addr",
-        &addr,
-        "-c",
-        "4",
-        "--calls",
-        "40",
-        "--warmup",
-        "0s",
-        "--json",
-        "Nope.Nope",
-        "{}",
-    ]);
-    assert!(!out.status.success(), "no call succeeded, so bench fails");
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let (ok, r, stderr) =
+        bench_run(&["--addr", &addr, "-c", "4", "--calls", "40", "--warmup", "0s", "Nope.Nope", "{}"]);
+    assert!(!ok, "no call succeeded, so bench fails");
     assert_eq!((r["calls"].as_u64(), r["errors"].as_u64()), (Some(0), Some(40)), "{r}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("first error:") && stderr.contains("Nope.Nope"), "{stderr}");
 }
 
