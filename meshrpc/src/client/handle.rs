@@ -265,8 +265,9 @@ impl Client {
         reserved: Option<OwnedSemaphorePermit>,
     ) -> Result<Response, Status> {
         let (deadline, now) = effective_deadline(opts.timeout.or(self.inner.config.default_timeout));
+        let call = Call { method, opts, codec, encode, deadline };
         if !crate::metrics::ENABLED {
-            return self.invoke_unrecorded(method, opts, codec, encode, reserved, (deadline, now)).await;
+            return self.invoke_unrecorded(call, reserved, now).await;
         }
         let stats = ClientMetrics::global().method(method);
         // One clock reading serves the deadline and the latency when there is a timeout.
@@ -276,13 +277,12 @@ impl Client {
         let mut recording = Recording { stats, started, done: false };
         let span = crate::trace::client_span(method);
         let parent = crate::trace::TraceContext::current();
-        let timing = (deadline, now);
         let result = if span.is_disabled() && parent.is_none() {
             // Nobody traces: no span to enter, nothing to add to the request.
-            self.invoke_unrecorded(method, opts, codec, encode, reserved, timing).await
+            self.invoke_unrecorded(call, reserved, now).await
         } else {
             // Boxed: the untraced path's future stays as small as it was.
-            Box::pin(self.invoke_traced(&span, parent, method, opts, codec, encode, reserved, timing)).await
+            Box::pin(self.invoke_traced(&span, parent, call, reserved, now)).await
         };
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
         recording.done = true;
@@ -293,44 +293,39 @@ impl Client {
 
     /// A call inside a trace: its `rpc.client` span entered while it runs, and the
     /// trace context added to its metadata.
-    #[allow(clippy::too_many_arguments)]
     async fn invoke_traced(
         &self,
         span: &tracing::Span,
         parent: Option<crate::trace::TraceContext>,
-        method: &str,
-        opts: &CallOptions,
-        codec: Codec,
-        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
+        call: Call<'_>,
         reserved: Option<OwnedSemaphorePermit>,
-        timing: (Option<Instant>, Option<Instant>),
+        now: Option<Instant>,
     ) -> Result<Response, Status> {
         let traced;
-        let opts = match crate::trace::outgoing(span, parent) {
+        let call = match crate::trace::outgoing(span, parent) {
             Some(tc) => {
-                let mut o = opts.clone();
+                let mut o = call.opts.clone();
                 // Ours replaces one the caller forwarded (the server reads the first).
                 o.metadata.remove(crate::trace::TRACEPARENT);
                 traced = o.metadata(crate::trace::TRACEPARENT, tc.to_traceparent());
-                &traced
+                Call { opts: &traced, ..call }
             }
-            None => opts,
+            None => call,
         };
-        self.invoke_unrecorded(method, opts, codec, encode, reserved, timing).instrument(span.clone()).await
+        self.invoke_unrecorded(call, reserved, now).instrument(span.clone()).await
     }
 
     /// One call: a client-wide permit (unless tower reserved one), then a connection
     /// and the call on it, re-sent on a new connection when the server refused it
     /// unprocessed because it was going away; the deadline bounds all of it.
+    /// `now` is the clock reading the deadline was taken from, if it was.
     async fn invoke_unrecorded(
         &self,
-        method: &str,
-        opts: &CallOptions,
-        codec: Codec,
-        encode: &(dyn Fn(&mut BytesMut) -> Result<(), Status> + Sync),
+        call: Call<'_>,
         reserved: Option<OwnedSemaphorePermit>,
-        (deadline, mut now): (Option<Instant>, Option<Instant>),
+        mut now: Option<Instant>,
     ) -> Result<Response, Status> {
+        let Call { method, opts, codec, encode, deadline } = call;
         // The deadline bounds the whole chain. Each wait below checks it only on its slow
         // path; the wait for the answer is bounded by the connection's deadline sweeper.
         // Only tower's `poll_ready` reserves from the client-wide limit (`reserved`); a
@@ -340,7 +335,7 @@ impl Client {
         let pool = match &self.inner.target {
             Target::Single(pool) => pool,
             Target::Balanced(b) => {
-                return self.invoke_balanced(b, Call { method, opts, codec, encode, deadline }, now).await;
+                return self.invoke_balanced(b, call, now).await;
             }
         };
         let mut resent = 0;
