@@ -253,7 +253,10 @@ impl Plan {
             }
             let _ = ready.send(Ok(()));
             drop(ready);
-            let clock = go.await.map_err(|_| "the run was called off before it started".to_string())?;
+            let Ok(clock) = go.await else {
+                // Called off because another thread failed: its error is the one to show.
+                return Ok(Finished { tally: Tally::default(), hist: histogram(), at: Instant::now() });
+            };
             let per_thread = (HISTOGRAMS / self.threads).max(1).min(requesters.len().max(1));
             let hists: Arc<[Mutex<Histogram<u64>>]> =
                 (0..per_thread).map(|_| Mutex::new(histogram())).collect();
