@@ -95,6 +95,15 @@ impl Connection {
                 None => return Err(deadline_exceeded(method)),
             },
         };
+        // Backpressure: while the server reads nothing, calls wait (within their
+        // deadline) instead of queueing requests without bound.
+        if self.outbox.unsent() >= crate::transport::HIGH_WATER {
+            match within(deadline, self.outbox.wait_drained()).await {
+                Some(()) if self.outbox.is_dead() => return Err(self.closed_status()),
+                Some(()) => now = None, // it waited: `now` is stale
+                None => return Err(deadline_exceeded(method)),
+            }
+        }
         let call_id;
         let sweep;
         {

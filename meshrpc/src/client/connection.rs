@@ -189,7 +189,10 @@ impl Connection {
         self.accepting.store(false, Ordering::Release);
         self.limit.close();
         self.shutdown.cancel();
-        self.outbox.close();
+        // Every call has its answer (or failure) now, so nothing queued matters: the
+        // writer stops even in the middle of a write to a server that reads nothing,
+        // and the queued bytes are freed.
+        self.outbox.abandon(None);
         for w in wakers {
             w.wake();
         }

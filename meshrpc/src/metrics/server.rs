@@ -1,7 +1,7 @@
 //! [`ServerMetrics`]: what one server records about the calls it serves.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -25,6 +25,14 @@ pub struct ServerMetrics {
     /// Bytes read from and written to client connections.
     pub(crate) received: AtomicU64,
     pub(crate) sent: AtomicU64,
+    /// Calls admitted and not yet answered, across connections (the server's count).
+    admitted: Arc<AtomicUsize>,
+    /// Reply bytes queued for all connections and not yet written (the server's count).
+    queued_bytes: Arc<AtomicUsize>,
+    /// Connections dropped because the server's queued reply bytes passed their limit.
+    shed: AtomicU64,
+    /// Handlers run on a task of their own because their method blocked a first poll.
+    pub(crate) moved_to_task: AtomicU64,
 }
 
 impl std::fmt::Debug for ServerMetrics {
@@ -44,7 +52,38 @@ impl ServerMetrics {
             accepted: AtomicU64::new(0),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            admitted: Arc::default(),
+            queued_bytes: Arc::default(),
+            shed: AtomicU64::new(0),
+            moved_to_task: AtomicU64::new(0),
         }
+    }
+
+    /// Reads the server's own counts of admitted calls and queued reply bytes.
+    pub(crate) fn with_gauges(mut self, admitted: Arc<AtomicUsize>, queued_bytes: Arc<AtomicUsize>) -> Self {
+        self.admitted = admitted;
+        self.queued_bytes = queued_bytes;
+        self
+    }
+
+    /// Counts connections dropped by the queued-bytes limit.
+    pub(crate) fn connections_shed(&self, n: usize) {
+        self.shed.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Calls admitted and not yet answered now, across connections.
+    pub fn admitted_calls(&self) -> usize {
+        self.admitted.load(Relaxed)
+    }
+
+    /// Reply bytes queued now for all connections and not yet written to their sockets.
+    pub fn queued_reply_bytes(&self) -> usize {
+        self.queued_bytes.load(Relaxed)
+    }
+
+    /// Connections dropped so far because queued replies passed the server's limit.
+    pub fn connections_shed_total(&self) -> u64 {
+        self.shed.load(Relaxed)
     }
 
     /// The counters of the method with route index `index`.
@@ -106,6 +145,39 @@ impl Collector for ServerMetrics {
             "server_connections_accepted",
             "Client connections that completed the handshake.",
             self.accepted.load(Relaxed),
-        )
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "server_admitted_calls",
+            "Calls admitted and not yet answered, across connections.",
+            self.admitted_calls() as i64,
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "server_queued_reply_bytes",
+            "Reply bytes queued for clients and not yet written to their sockets.",
+            self.queued_reply_bytes() as i64,
+        )?;
+        encode_counter(
+            &mut encoder,
+            "server_connections_shed",
+            "Connections dropped because the server's queued reply bytes passed their limit.",
+            self.connections_shed_total(),
+        )?;
+        encode_counter(
+            &mut encoder,
+            "server_handlers_moved_to_task",
+            "Calls run on a task of their own because their method's first poll blocked the connection.",
+            self.moved_to_task.load(Relaxed),
+        )?;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            encode_gauge(
+                &mut encoder,
+                "runtime_alive_tasks",
+                "Tasks alive in the tokio runtime serving these metrics.",
+                rt.metrics().num_alive_tasks() as i64,
+            )?;
+        }
+        Ok(())
     }
 }

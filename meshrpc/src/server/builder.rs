@@ -10,11 +10,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection::serve_connection;
+use super::connection::{ConnShared, serve_connection};
 use super::router::{Router, Service};
+use super::shed::{self, Connections};
 use crate::admin::AdminSource;
 use crate::discovery::{Announcement, DEFAULT_TTL, Instance, MemoryRegistry, Registry};
 use crate::metrics::{ClientMetrics, Exposition, ServerMetrics};
+use crate::transport::QueueBudget;
 use crate::wire;
 
 /// Server limits and timeouts. `Default` gives the documented defaults.
@@ -35,6 +37,10 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// A client that reads none of its replies for this long is disconnected. Default 30 s.
     pub write_stall_timeout: Duration,
+    /// Reply bytes the server holds for all its connections together, queued and not
+    /// yet written to their sockets. Past it, the connections holding the most are
+    /// dropped (GOAWAY `RESOURCE_EXHAUSTED`, tried without waiting). Default 256 MiB.
+    pub max_queued_bytes: usize,
     /// On graceful shutdown, how long to keep serving (reporting NOT_SERVING) before
     /// GOAWAY, so that callers learn of it first (e.g. one discovery-watch delay). Default 0.
     pub shutdown_grace: Duration,
@@ -53,18 +59,27 @@ impl Default for ServerConfig {
             idle_timeout: Some(Duration::from_secs(300)),
             drain_timeout: Duration::from_secs(30),
             write_stall_timeout: Duration::from_secs(30),
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             shutdown_grace: Duration::ZERO,
             reuse_port: false,
         }
     }
 }
 
+/// The default [`ServerConfig::max_queued_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 256 << 20;
+
 /// State shared by the accept loop, connections and calls.
 #[derive(Debug)]
 pub(crate) struct ServerShared {
     pub(crate) router: Router,
     pub(crate) config: ServerConfig,
-    pub(crate) in_flight: AtomicUsize,
+    /// Admitted calls not yet answered, across connections (shared with the metrics).
+    pub(crate) in_flight: Arc<AtomicUsize>,
+    /// Unsent reply bytes across connections, against [`ServerConfig::max_queued_bytes`].
+    pub(crate) queue: Arc<QueueBudget>,
+    /// The live connections (for the queued-bytes guard).
+    pub(crate) connections: Arc<Connections<ConnShared>>,
     /// Stops the accept loop (graceful shutdown requested).
     pub(crate) shutdown: CancellationToken,
     /// Tells connections to send GOAWAY and drain; cancelled only after the listener is
@@ -277,6 +292,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets [`ServerConfig::max_queued_bytes`] (at least one maximum-size frame).
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_queued_bytes = bytes;
+        self
+    }
+
     /// Sets [`ServerConfig::reuse_port`].
     pub fn reuse_port(mut self, reuse: bool) -> Self {
         self.config.reuse_port = reuse;
@@ -297,6 +318,7 @@ impl ServerBuilder {
         config.max_frame_size = config.max_frame_size.max(wire::MIN_MAX_FRAME_SIZE);
         config.max_concurrent_calls_per_connection = config.max_concurrent_calls_per_connection.max(1);
         config.max_concurrent_calls = config.max_concurrent_calls.max(1);
+        config.max_queued_bytes = config.max_queued_bytes.max(config.max_frame_size as usize);
         let listener =
             if config.reuse_port { bind_reuse_port(addr).await? } else { TcpListener::bind(addr).await? };
         let admin = match &self.admin {
@@ -305,7 +327,13 @@ impl ServerBuilder {
             })?),
             None => None,
         };
-        let metrics = Arc::new(ServerMetrics::new(self.router.indexed_names()));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(Connections::default());
+        let metrics = Arc::new(
+            ServerMetrics::new(self.router.indexed_names()).with_gauges(in_flight.clone(), queued.clone()),
+        );
+        let max_queued_bytes = config.max_queued_bytes;
         let shared = Arc::new(ServerShared {
             metrics: metrics.clone(),
             admin_stop: CancellationToken::new(),
@@ -313,7 +341,9 @@ impl ServerBuilder {
             admin_wildcard: admin.as_ref().is_some_and(|(_, a)| a.ip().is_unspecified()),
             router: self.router,
             config,
-            in_flight: AtomicUsize::new(0),
+            in_flight,
+            queue: Arc::new(QueueBudget::new(max_queued_bytes, queued)),
+            connections,
             shutdown: CancellationToken::new(),
             drain: CancellationToken::new(),
             kill: CancellationToken::new(),
@@ -470,6 +500,16 @@ impl Server {
                 *slot = Some(Announcement::start(registry, instances, ttl));
             }
         }
+        // Bounds the reply bytes held for all connections; stops when `run` returns.
+        let guard_stop = CancellationToken::new();
+        let _guard_stop = guard_stop.clone().drop_guard();
+        let metrics = self.shared.metrics.clone();
+        tokio::spawn(shed::guard(
+            Arc::downgrade(&self.shared.connections),
+            self.shared.queue.clone(),
+            guard_stop,
+            move |n| metrics.connections_shed(n),
+        ));
         let tracker = TaskTracker::new();
         let shutdown = self.shared.shutdown.clone();
         loop {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncRead;
@@ -15,6 +15,7 @@ use super::builder::ServerShared;
 use super::call::{CallStart, CallState, start_call};
 use super::context::CallFacts;
 use super::handshake::{self, frame_name};
+use super::shed::Sheddable;
 use crate::codec::{self, Codec};
 use crate::status::{Code, Status};
 use crate::transport::{FrameReader, Outbox, ReadError, run_writer};
@@ -52,6 +53,8 @@ pub(crate) struct ConnShared {
     /// Notified when the last unanswered call's response is queued.
     idle: Notify,
     pub(crate) server: Arc<ServerShared>,
+    /// The highest call id received (the reader stores it; a shed GOAWAY reads it).
+    last_call_id: AtomicU64,
 }
 
 impl ConnShared {
@@ -148,6 +151,19 @@ impl ConnShared {
         }
     }
 
+    /// The peer is gone (or was dropped): nobody will read an answer, so every call
+    /// still running is claimed (its slots freed at once), counted CANCELLED and
+    /// cancelled, which drops its handler.
+    fn abandon_calls(&self) {
+        let ids: Vec<u64> = self.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+        for call in ids.into_iter().filter_map(|id| self.take_tracked(id)) {
+            if let Some(_answering) = self.release(&call.state) {
+                self.finished(&call, Code::Cancelled);
+            }
+            call.state.cancel();
+        }
+    }
+
     fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
@@ -155,6 +171,25 @@ impl ConnShared {
     /// Admitted calls whose response is not queued yet (drain and idle wait for 0).
     fn unanswered(&self) -> usize {
         self.unanswered.load(Ordering::Acquire)
+    }
+}
+
+impl Sheddable for ConnShared {
+    fn unsent(&self) -> usize {
+        self.outbox.unsent()
+    }
+
+    fn is_gone(&self) -> bool {
+        self.outbox.is_dead()
+    }
+
+    /// Frees the queued replies, tries a GOAWAY `RESOURCE_EXHAUSTED` without waiting,
+    /// and closes: the reader sees the outbox die and the connection task ends.
+    fn shed(&self, message: String) {
+        let mut words = bytes::BytesMut::new();
+        let last_call_id = self.last_call_id.load(Ordering::Relaxed);
+        wire::encode_goaway(&mut words, &GoAway { last_call_id, code: Code::ResourceExhausted, message });
+        self.outbox.abandon(Some(words.freeze()));
     }
 }
 
@@ -184,7 +219,7 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
     server.metrics.connection_opened();
     let _counted = ConnectionCounted(&server.metrics);
     let conn = Arc::new(ConnShared {
-        outbox: Outbox::default(),
+        outbox: Outbox::with_budget(server.queue.clone()),
         peer,
         peer_max_frame: theirs
             .max_frame_size
@@ -196,11 +231,16 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
         unanswered: AtomicUsize::new(0),
         idle: Notify::new(),
         server: server.clone(),
+        last_call_id: AtomicU64::new(0),
     });
-    let writer = {
+    let _listed = server.connections.add(&conn);
+    let mut writer = {
         let conn = conn.clone();
         tokio::spawn(async move { run_writer(&conn.outbox, wr, &conn.server.metrics.sent).await })
     };
+    // However this task ends, the writer ends with it (it may be blocked on a peer that
+    // reads nothing), and the calls still running are given up.
+    let _ending = Ending { conn: &conn, writer: writer.abort_handle() };
     let mut lp = ReadLoop {
         conn: conn.clone(),
         last_accepted: 0,
@@ -210,17 +250,19 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
         batch_read_at: None,
     };
     let mut reader = reader;
-    let mut writer = writer;
-    let writer_abort = writer.abort_handle();
     let graceful = async {
-        lp.run(&mut reader).await;
+        if let End::PeerGone = lp.run(&mut reader).await {
+            return;
+        }
         lp.drain().await;
+        if conn.outbox.is_dead() {
+            return; // the peer vanished while its calls drained
+        }
         conn.outbox.close();
         // Flush what is queued (the writer then half-closes: FIN); a client that reads
         // nothing cannot hold us forever.
         if tokio::time::timeout(server.config.write_stall_timeout, &mut writer).await.is_err() {
             tracing::debug!(%peer, "dropping the connection: queued replies were not read in time");
-            writer.abort();
             return;
         }
         // Linger: read and discard until the client hangs up (it does once it has its
@@ -231,10 +273,23 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
     };
     tokio::select! {
         _ = graceful => {}
-        _ = server.kill.cancelled() => {
-            writer_abort.abort();
-            conn.cancel_all();
-        }
+        _ = server.kill.cancelled() => {}
+    }
+}
+
+/// Ends a connection's other parts when its task ends, however it ends: stops the
+/// writer (freeing its queued bytes) and gives up the calls still running.
+struct Ending<'a> {
+    conn: &'a ConnShared,
+    writer: tokio::task::AbortHandle,
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        self.writer.abort();
+        self.conn.outbox.abandon(None);
+        self.conn.abandon_calls();
+        self.conn.cancel_all();
     }
 }
 
@@ -271,37 +326,54 @@ enum Stop {
     Stop,
 }
 
+/// How the read loop ended.
+enum End {
+    /// No more requests will be read; the peer may still read what we send (drain,
+    /// flush, close).
+    Finished,
+    /// The peer cannot be written to any more (the write failed: it reset or closed
+    /// the connection, or the server dropped it): nothing is flushed, nothing waited for.
+    PeerGone,
+}
+
 impl ReadLoop {
-    async fn run<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>) {
+    async fn run<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>) -> End {
         let conn = self.conn.clone();
         let server = conn.server.clone();
         let cfg = &server.config;
         // Frames that came in with the client's SETTINGS are handled first.
         if let Stop::Stop = self.handle_buffered(reader) {
-            return;
+            return End::Finished;
         }
         loop {
+            // Checked on every turn: each branch below that can finish at once (a dead
+            // outbox drains "at once") must not bring us back here to spin.
+            if conn.outbox.is_dead() {
+                tracing::debug!(peer = %conn.peer, "connection ended: its replies can no longer be sent");
+                return End::PeerGone;
+            }
             let in_flight = conn.unanswered();
             if self.draining && in_flight == 0 {
-                return;
+                return End::Finished;
             }
             if in_flight == 0 {
                 self.idle_since.get_or_insert_with(Instant::now);
             } else {
                 self.idle_since = None;
             }
-            if conn.outbox.queued() >= crate::transport::HIGH_WATER {
+            if conn.outbox.unsent() >= crate::transport::HIGH_WATER {
                 // Backpressure: the client is not reading its replies; stop reading its
                 // requests until the queue drains, and give up on a peer stalled too long.
+                // `wait_drained` also returns when the outbox dies (checked above).
                 tokio::select! {
                     _ = conn.outbox.wait_drained() => {}
                     _ = server.drain.cancelled(), if !self.draining => {
                         self.start_draining(Code::Ok, "the server is shutting down".to_string());
                     }
-                    _ = sleep_until(self.drain_deadline.unwrap_or_else(Instant::now)), if self.drain_deadline.is_some() => return,
+                    _ = sleep_until(self.drain_deadline.unwrap_or_else(Instant::now)), if self.drain_deadline.is_some() => return End::Finished,
                     _ = tokio::time::sleep(cfg.write_stall_timeout) => {
                         tracing::warn!(peer = %conn.peer, "closing connection: client read nothing for {:?}", cfg.write_stall_timeout);
-                        return;
+                        return End::Finished;
                     }
                 }
                 continue;
@@ -320,26 +392,34 @@ impl ReadLoop {
                     Ok(()) => {}
                     Err(ReadError::Wire(e)) => {
                         self.protocol_error(e.to_status());
-                        return;
+                        return End::Finished;
+                    }
+                    Err(e @ ReadError::Io(_)) => {
+                        tracing::debug!(peer = %conn.peer, "connection lost: {e}");
+                        return End::PeerGone;
                     }
                     Err(e) => {
+                        // End of requests (a half-close, or a close we learn of when we
+                        // write): calls in flight finish, unless the writer finds the
+                        // peer gone.
                         tracing::debug!(peer = %conn.peer, "connection ended: {e}");
-                        return;
+                        return End::Finished;
                     }
                 },
                 _ = conn.idle.notified(), if in_flight > 0 => continue,
-                _ = sleep_until(self.drain_deadline.unwrap_or_else(Instant::now)), if self.drain_deadline.is_some() => return,
+                _ = conn.outbox.wait_dead() => continue,
+                _ = sleep_until(self.drain_deadline.unwrap_or_else(Instant::now)), if self.drain_deadline.is_some() => return End::Finished,
                 _ = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => {
                     let t = cfg.idle_timeout.unwrap_or_default();
                     conn.send_goaway(self.last_accepted, Code::Ok, format!("closing the connection after {t:?} with no calls"));
-                    return;
+                    return End::Finished;
                 }
             }
             if crate::metrics::ENABLED {
                 server.metrics.received.fetch_add(reader.take_bytes_read(), Ordering::Relaxed);
             }
             if let Stop::Stop = self.handle_buffered(reader) {
-                return;
+                return End::Finished;
             }
         }
     }
@@ -403,6 +483,7 @@ impl ReadLoop {
         let server = &conn.server;
         let call_id = req.call_id;
         self.last_accepted = self.last_accepted.max(call_id);
+        conn.last_call_id.store(self.last_accepted, Ordering::Relaxed);
         if conn.is_tracked(call_id) {
             // Answering it would also answer the original call: a connection error.
             self.protocol_error(Status::invalid_argument(format!(
@@ -493,7 +574,15 @@ impl ReadLoop {
             if conn.unanswered() == 0 {
                 break;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if conn.outbox.is_dead() {
+                return; // nobody to answer: the connection's end gives the calls up
+            }
+            let woken = tokio::select! {
+                _ = notified => true,
+                _ = conn.outbox.wait_dead() => true,
+                _ = sleep_until(deadline) => false,
+            };
+            if !woken {
                 let stuck: Vec<u64> =
                     conn.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
                 for call in stuck.into_iter().filter_map(|id| conn.take_tracked(id)) {

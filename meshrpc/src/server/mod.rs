@@ -21,8 +21,11 @@ mod context;
 mod handshake;
 mod health;
 mod router;
+mod shed;
 
-pub use builder::{ANNOUNCED_SHUTDOWN_GRACE, Server, ServerBuilder, ServerConfig, ServerHandle};
+pub use builder::{
+    ANNOUNCED_SHUTDOWN_GRACE, DEFAULT_MAX_QUEUED_BYTES, Server, ServerBuilder, ServerConfig, ServerHandle,
+};
 pub(crate) use context::current_trace;
 pub use context::{Context, current_deadline};
 pub use health::{HEALTH_CHECK, HEALTH_SERVICE, HealthCheckRequest, HealthCheckResponse, ServingStatus};

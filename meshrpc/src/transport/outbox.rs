@@ -1,37 +1,55 @@
 //! [`Outbox`]: a connection's write queue, and [`run_writer`], the task that drains it.
+//!
+//! An outbox ends in one of two ways: closed (the writer flushes what is queued, shuts
+//! the write side down and exits) or dead (the write failed, or the connection was
+//! abandoned): then nothing queued will ever be sent, so the queued bytes are freed at
+//! once, later pushes are discarded, and everyone waiting on the outbox is woken.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-/// Above this many queued bytes, readers stop reading new requests until the writer
-/// has drained the queue (backpressure against a peer that does not read its replies).
+use super::budget::QueueBudget;
+
+/// Above this many unsent bytes (queued, or taken by the writer and not yet written),
+/// readers stop reading new requests until the writer has sent enough (backpressure
+/// against a peer that does not read its replies).
 pub(crate) const HIGH_WATER: usize = 1 << 20;
 
 /// A connection's write queue: frames are encoded into it under a short lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Outbox {
     buf: Mutex<BytesMut>,
     /// Bytes queued, readable without the lock.
     queued: AtomicUsize,
-    /// Wakes the writer when the queue becomes non-empty or closes.
+    /// Bytes the writer has taken from the queue and not finished writing.
+    writing: AtomicUsize,
+    /// The budget these bytes are counted in (a server's, across its connections).
+    budget: Option<Arc<QueueBudget>>,
+    /// Wakes the writer when the queue becomes non-empty, closes or dies.
     wake_writer: Notify,
-    /// Wakes readers waiting for the queue to drain below [`HIGH_WATER`].
+    /// Wakes waiters when the unsent bytes drop below [`HIGH_WATER`] or the outbox dies.
     drained: Notify,
     /// No more frames will be written (the writer exits after flushing what is queued).
     closed: AtomicBool,
-    /// The writer hit an error or exited: nothing queued will be sent any more.
+    /// Nothing queued will be sent any more (the writer failed, exited or was cut off).
+    /// Set under the queue's lock, so a push either sees it or is freed by it.
     dead: AtomicBool,
+    /// Set by [`Outbox::abandon`]: the writer stops, even in the middle of a write.
+    cut: Notify,
+    /// A last frame the writer tries once, without waiting, when abandoned (GOAWAY).
+    last_words: Mutex<Option<Bytes>>,
 }
 
 /// The locked queue; encode frames into it, then drop it (the wake happens on drop).
 pub(crate) struct OutboxGuard<'a> {
     outbox: &'a Outbox,
     buf: MutexGuard<'a, BytesMut>,
-    was_empty: bool,
+    len_at_lock: usize,
 }
 
 impl std::ops::Deref for OutboxGuard<'_> {
@@ -49,26 +67,62 @@ impl std::ops::DerefMut for OutboxGuard<'_> {
 
 impl Drop for OutboxGuard<'_> {
     fn drop(&mut self) {
+        let outbox = self.outbox;
+        if outbox.dead.load(Ordering::Acquire) {
+            // Nothing will be sent: what was just encoded is dropped, not held. (`die`
+            // emptied the queue under this lock, so it holds only this guard's frames.)
+            self.buf.clear();
+            return;
+        }
         let len = self.buf.len();
-        self.outbox.queued.store(len, Ordering::Release);
-        if self.was_empty && len > 0 {
-            self.outbox.wake_writer.notify_one();
+        outbox.queued.store(len, Ordering::Release);
+        if let Some(budget) = &outbox.budget {
+            budget.adjust(self.len_at_lock, len);
+        }
+        if self.len_at_lock == 0 && len > 0 {
+            outbox.wake_writer.notify_one();
         }
     }
 }
 
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::new(None)
+    }
+}
+
 impl Outbox {
+    /// An outbox whose unsent bytes are counted in `budget`.
+    pub(crate) fn with_budget(budget: Arc<QueueBudget>) -> Outbox {
+        Outbox::new(Some(budget))
+    }
+
+    fn new(budget: Option<Arc<QueueBudget>>) -> Outbox {
+        Outbox {
+            buf: Mutex::default(),
+            queued: AtomicUsize::new(0),
+            writing: AtomicUsize::new(0),
+            budget,
+            wake_writer: Notify::new(),
+            drained: Notify::new(),
+            closed: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+            cut: Notify::new(),
+            last_words: Mutex::new(None),
+        }
+    }
+
     /// Locks the queue for encoding. A poisoned lock (a panic while encoding) is
     /// recovered: encoders truncate partial frames before anything can panic past them.
     pub(crate) fn lock(&self) -> OutboxGuard<'_> {
         let buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
-        let was_empty = buf.is_empty();
-        OutboxGuard { outbox: self, buf, was_empty }
+        let len_at_lock = buf.len();
+        OutboxGuard { outbox: self, buf, len_at_lock }
     }
 
-    /// Bytes waiting to be written.
-    pub(crate) fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+    /// Bytes waiting to be written, including those the writer is writing now.
+    pub(crate) fn unsent(&self) -> usize {
+        self.queued.load(Ordering::Acquire) + self.writing.load(Ordering::Acquire)
     }
 
     /// True once the writer can no longer send anything.
@@ -76,11 +130,22 @@ impl Outbox {
         self.dead.load(Ordering::Acquire)
     }
 
-    /// Waits until fewer than [`HIGH_WATER`] bytes are queued (or the writer died).
+    /// Waits until fewer than [`HIGH_WATER`] bytes are unsent, or the outbox died.
     pub(crate) async fn wait_drained(&self) {
         loop {
             let notified = self.drained.notified();
-            if self.queued() < HIGH_WATER || self.is_dead() {
+            if self.unsent() < HIGH_WATER || self.is_dead() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Resolves once the outbox is dead (the peer can no longer be written to).
+    pub(crate) async fn wait_dead(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.is_dead() {
                 return;
             }
             notified.await;
@@ -92,51 +157,155 @@ impl Outbox {
         self.closed.store(true, Ordering::Release);
         self.wake_writer.notify_one();
     }
+
+    /// Gives up on the connection: frees everything queued, stops the writer even in
+    /// the middle of a write, and has it try `last_words` once without waiting (only at
+    /// a frame boundary, so the peer never sees it inside another frame).
+    pub(crate) fn abandon(&self, last_words: Option<Bytes>) {
+        *self.last_words.lock().unwrap_or_else(|e| e.into_inner()) = last_words;
+        self.die();
+        self.cut.notify_waiters();
+    }
+
+    /// Marks the outbox dead, frees what is queued and wakes everyone waiting on it.
+    fn die(&self) {
+        {
+            let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+            self.dead.store(true, Ordering::Release);
+            if let Some(budget) = &self.budget {
+                budget.adjust(buf.len(), 0);
+            }
+            *buf = BytesMut::new();
+            self.queued.store(0, Ordering::Release);
+        }
+        self.drained.notify_waiters();
+        self.wake_writer.notify_one();
+    }
 }
 
-/// Writes everything pushed into `outbox` to `io` until the outbox is closed or a
-/// write fails. Each wake-up writes all frames queued so far with one `write_all`.
-/// Bytes written are added to `sent`.
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // Whatever is still counted (a writer that never ran) leaves the budget.
+        if let Some(budget) = &self.budget {
+            let held = self.buf.get_mut().map_or(0, |b| b.len()) + *self.writing.get_mut();
+            budget.adjust(held, 0);
+        }
+    }
+}
+
+/// Ends the writer's hold on the outbox however the writer ends (returns, fails, or
+/// its task is aborted): the bytes it was writing leave the budget, the outbox dies.
+struct WriterExit<'a>(&'a Outbox);
+
+impl Drop for WriterExit<'_> {
+    fn drop(&mut self) {
+        let outbox = self.0;
+        let writing = outbox.writing.swap(0, Ordering::AcqRel);
+        if let Some(budget) = &outbox.budget {
+            budget.adjust(writing, 0);
+        }
+        outbox.die();
+    }
+}
+
+/// Why a batch was not written whole.
+enum Interrupted {
+    Failed(std::io::Error),
+    /// Abandoned; `at_boundary` when nothing of the batch had been written.
+    Cut {
+        at_boundary: bool,
+    },
+}
+
+/// Writes everything pushed into `outbox` to `io` until the outbox is closed, a write
+/// fails or the outbox is abandoned. Each wake-up writes all frames queued so far in
+/// as few syscalls as the socket allows. Bytes written are added to `sent`.
 pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
     outbox: &Outbox,
     mut io: W,
     sent: &AtomicU64,
 ) -> std::io::Result<()> {
+    let _exit = WriterExit(outbox);
     let mut spare = BytesMut::new();
-    let result = loop {
-        if outbox.queued() == 0 {
+    let ended = loop {
+        if outbox.is_dead() {
+            break Interrupted::Cut { at_boundary: true };
+        }
+        if outbox.queued.load(Ordering::Acquire) == 0 {
             if outbox.closed.load(Ordering::Acquire) {
-                break Ok(());
+                let _ = io.shutdown().await;
+                return Ok(());
             }
             outbox.wake_writer.notified().await;
             // Let the other tasks woken in this batch queue their frames before we take
             // the buffer: without this the writer runs first (tokio's LIFO slot) and
             // writes one frame per syscall (measured: 1.0 frame/write at c=256, ~29 with it).
             tokio::task::yield_now().await;
+            continue;
         }
         {
             let mut guard = outbox.buf.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::swap(&mut *guard, &mut spare);
+            // Still counted in the budget: the bytes move from the queue to the writer.
+            outbox.writing.store(spare.len(), Ordering::Release);
             outbox.queued.store(0, Ordering::Release);
         }
-        outbox.drained.notify_waiters();
         if spare.is_empty() {
             continue;
         }
-        if let Err(e) = io.write_all(&spare).await {
-            break Err(e);
+        if let Err(why) = write_batch(outbox, &mut io, &spare).await {
+            break why;
         }
         if crate::metrics::ENABLED {
             sent.fetch_add(spare.len() as u64, Ordering::Relaxed);
         }
+        let written = outbox.writing.swap(0, Ordering::AcqRel);
+        if let Some(budget) = &outbox.budget {
+            budget.adjust(written, 0);
+        }
+        outbox.drained.notify_waiters();
         spare.clear();
         // Do not let one huge reply pin a huge buffer for the connection's lifetime.
         if spare.capacity() > 4 * HIGH_WATER {
             spare = BytesMut::new();
         }
     };
-    outbox.dead.store(true, Ordering::Release);
-    outbox.drained.notify_waiters();
-    let _ = io.shutdown().await;
-    result
+    drop(spare);
+    match ended {
+        Interrupted::Failed(e) => Err(e),
+        Interrupted::Cut { at_boundary } => {
+            let words = outbox.last_words.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let (true, Some(words)) = (at_boundary, words) {
+                // One try, never a wait: the peer is most likely not reading.
+                let _ = io.write(&words).now_or_never();
+            }
+            Err(std::io::Error::other("the connection was abandoned"))
+        }
+    }
+}
+
+/// Writes `batch` whole, unless the write fails or the outbox is abandoned meanwhile.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    outbox: &Outbox,
+    io: &mut W,
+    batch: &[u8],
+) -> Result<(), Interrupted> {
+    let mut pos = 0;
+    while pos < batch.len() {
+        let cut = outbox.cut.notified();
+        if outbox.is_dead() {
+            return Err(Interrupted::Cut { at_boundary: pos == 0 });
+        }
+        // Biased: the cut is only polled (registered) when the write has to wait.
+        let n = tokio::select! {
+            biased;
+            r = io.write(&batch[pos..]) => r.map_err(Interrupted::Failed)?,
+            _ = cut => return Err(Interrupted::Cut { at_boundary: pos == 0 }),
+        };
+        if n == 0 {
+            return Err(Interrupted::Failed(std::io::ErrorKind::WriteZero.into()));
+        }
+        pos += n;
+    }
+    Ok(())
 }
