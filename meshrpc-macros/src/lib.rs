@@ -11,7 +11,9 @@ use proc_macro::TokenStream;
 ///
 /// Every method must be `async fn name(&self, arg: Type, ...) -> Result<T, meshrpc::Status>`;
 /// its wire name is `Trait.Name` (PascalCase) and its arguments travel as a map of the
-/// named parameters. `#[meshrpc(idempotent)]` on a method marks it safe to retry.
+/// named parameters. `#[meshrpc(idempotent)]` on a method marks it safe to retry;
+/// `#[meshrpc(on_task)]` runs its calls on a task of their own, never inline on the
+/// connection's reader (for methods that block or compute before their first `.await`).
 /// `#[meshrpc::service(name = "pkg.Name")]` overrides the service's wire name.
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {

@@ -22,6 +22,8 @@ pub(crate) struct MethodDef {
     pub(crate) ident: Ident,
     pub(crate) wire_name: String,
     pub(crate) idempotent: bool,
+    /// `#[meshrpc(on_task)]`: calls always run on a task of their own.
+    pub(crate) on_task: bool,
     pub(crate) args: Vec<(Ident, Type)>,
     pub(crate) ok_type: Type,
     pub(crate) result_type: Type,
@@ -184,6 +186,7 @@ fn method(f: &syn::TraitItemFn) -> syn::Result<MethodDef> {
         }
     };
     let mut idempotent = false;
+    let mut on_task = false;
     let mut attrs = Vec::new();
     for attr in &f.attrs {
         if attr.path().is_ident("meshrpc") {
@@ -191,8 +194,11 @@ fn method(f: &syn::TraitItemFn) -> syn::Result<MethodDef> {
                 if meta.path.is_ident("idempotent") {
                     idempotent = true;
                     Ok(())
+                } else if meta.path.is_ident("on_task") {
+                    on_task = true;
+                    Ok(())
                 } else {
-                    Err(meta.error("unknown meshrpc method option; expected `idempotent`"))
+                    Err(meta.error("unknown meshrpc method option; expected `idempotent` or `on_task`"))
                 }
             })?;
         } else {
@@ -204,6 +210,7 @@ fn method(f: &syn::TraitItemFn) -> syn::Result<MethodDef> {
         wire_name: pascal_case(&sig.ident.to_string()),
         ident: sig.ident.clone(),
         idempotent,
+        on_task,
         args,
         ok_type,
         result_type,

@@ -31,7 +31,7 @@ pub struct ServerMetrics {
     queued_bytes: Arc<AtomicUsize>,
     /// Connections dropped because the server's queued reply bytes passed their limit.
     shed: AtomicU64,
-    /// Handlers run on a task of their own because their method blocked a first poll.
+    /// Methods moved to a task of their own per call because a first poll held the reader.
     pub(crate) moved_to_task: AtomicU64,
 }
 
@@ -166,8 +166,8 @@ impl Collector for ServerMetrics {
         )?;
         encode_counter(
             &mut encoder,
-            "server_handlers_moved_to_task",
-            "Calls run on a task of their own because their method's first poll blocked the connection.",
+            "server_methods_moved_to_task",
+            "Methods whose calls run on a task of their own since a first poll held the connection's reader over the inline limit.",
             self.moved_to_task.load(Relaxed),
         )?;
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

@@ -41,6 +41,10 @@ pub struct ServerConfig {
     /// yet written to their sockets. Past it, the connections holding the most are
     /// dropped (GOAWAY `RESOURCE_EXHAUSTED`, tried without waiting). Default 256 MiB.
     pub max_queued_bytes: usize,
+    /// Longest a handler's first poll may hold its connection's reader (handlers are
+    /// polled once inline there); a method whose first poll takes longer runs on a
+    /// task of its own from then on. `None` never moves one. Default 10 ms.
+    pub inline_poll_limit: Option<Duration>,
     /// On graceful shutdown, how long to keep serving (reporting NOT_SERVING) before
     /// GOAWAY, so that callers learn of it first (e.g. one discovery-watch delay). Default 0.
     pub shutdown_grace: Duration,
@@ -60,6 +64,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             write_stall_timeout: Duration::from_secs(30),
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            inline_poll_limit: Some(Duration::from_millis(10)),
             shutdown_grace: Duration::ZERO,
             reuse_port: false,
         }
@@ -295,6 +300,12 @@ impl ServerBuilder {
     /// Sets [`ServerConfig::max_queued_bytes`] (at least one maximum-size frame).
     pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
         self.config.max_queued_bytes = bytes;
+        self
+    }
+
+    /// Sets [`ServerConfig::inline_poll_limit`].
+    pub fn inline_poll_limit(mut self, limit: Option<Duration>) -> Self {
+        self.config.inline_poll_limit = limit;
         self
     }
 

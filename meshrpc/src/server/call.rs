@@ -162,6 +162,10 @@ pub(crate) struct CallStart<'a> {
     pub(crate) payload: bytes::Bytes,
     /// When the request was read.
     pub(crate) started: Instant,
+    /// The reader's latest coarse clock reading (taken before this batch's first call,
+    /// or at the end of the previous call's first poll): the first poll is timed from
+    /// it, and it moves to the end of this call's first poll (one reading per call).
+    pub(crate) clock: &'a mut coarsetime::Instant,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -180,13 +184,16 @@ fn panicked(method: &str, call_id: u64, msg: &str) -> Status {
 }
 
 /// Starts a call: polls its handler once right here (inside the call's context scope
-/// and a panic catcher); if it is not done, hands it to a task of its own.
+/// and a panic catcher); if it is not done, hands it to a task of its own. A method
+/// marked to run on its own task skips the inline poll; a first poll that held the
+/// reader longer than the server's `inline_poll_limit` marks its method so.
 ///
 /// Measured: `Calculator.Add` finishes on that first poll, so the call costs no spawn,
 /// no cancel token, no timer and no lock on the calls table (the profile before this
 /// change spent ~25 % of server CPU on exactly those).
 pub(crate) fn start_call(start: CallStart<'_>) {
-    let CallStart { conn, route, call_id, codec, deadline, metadata, idempotent, payload, started } = start;
+    let CallStart { conn, route, call_id, codec, deadline, metadata, idempotent, payload, started, clock } =
+        start;
     let span = crate::trace::server_span(&route.name, call_id, conn.peer, &metadata);
     let call = Arc::new(CallFacts {
         call_id,
@@ -203,15 +210,34 @@ pub(crate) fn start_call(start: CallStart<'_>) {
     let ctx = Context { call: call.clone() };
     let replier = Replier { conn: conn.clone(), call: call.clone(), codec };
     let _entered = span.enter();
+    let on_task = route.on_task.load(Ordering::Relaxed);
     let first = CURRENT.sync_scope(Context { call: call.clone() }, || {
         std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut fut = route.handler.call(ctx, IncomingCall { codec, payload, replier });
+            if on_task {
+                return (fut, Poll::Pending); // not polled here: straight to its task
+            }
             // A no-op waker: if the handler is pending, the task below polls it again at
             // once with its own waker, so nothing registered here is ever relied on.
             let poll = fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
             (fut, poll)
         }))
     });
+    if !on_task && let Some(limit) = conn.server.config.inline_poll_limit {
+        let now = coarsetime::Instant::now();
+        let held = std::time::Duration::from(now.duration_since(*clock));
+        *clock = now;
+        if held > limit && !route.on_task.swap(true, Ordering::Relaxed) {
+            conn.server.metrics.moved_to_task.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                method = &*route.name,
+                "the first poll of {} held its connection for {held:?} (over the {limit:?} inline limit): \
+                 its calls run on a task of their own from now on; do blocking work after an .await \
+                 (spawn_blocking) or register the method with method_on_task / #[meshrpc(on_task)]",
+                route.name
+            );
+        }
+    }
     let status = match first {
         Ok((_, Poll::Ready(Ok(())))) => return,
         Ok((_, Poll::Ready(Err(status)))) => status,

@@ -236,7 +236,12 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
     let _listed = server.connections.add(&conn);
     let mut writer = {
         let conn = conn.clone();
-        tokio::spawn(async move { run_writer(&conn.outbox, wr, &conn.server.metrics.sent).await })
+        tokio::spawn(async move {
+            let ended = run_writer(&conn.outbox, wr, &conn.server.metrics.sent).await;
+            // The reader (or the drain) may be waiting for calls while the peer is gone.
+            conn.idle.notify_one();
+            ended
+        })
     };
     // However this task ends, the writer ends with it (it may be blocked on a peer that
     // reads nothing), and the calls still running are given up.
@@ -248,6 +253,7 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
         drain_deadline: None,
         idle_since: None,
         batch_read_at: None,
+        clock: None,
     };
     let mut reader = reader;
     let graceful = async {
@@ -318,6 +324,9 @@ struct ReadLoop {
     /// When the frames being handled were read: every request of one read gets its
     /// deadline from one clock reading (clock reads were ~3 % of server CPU at c=256).
     batch_read_at: Option<Instant>,
+    /// The latest coarse clock reading of this batch: each call's first poll is timed
+    /// from it.
+    clock: Option<coarsetime::Instant>,
 }
 
 /// Why the read loop stopped taking frames.
@@ -406,8 +415,8 @@ impl ReadLoop {
                         return End::Finished;
                     }
                 },
-                _ = conn.idle.notified(), if in_flight > 0 => continue,
-                _ = conn.outbox.wait_dead() => continue,
+                // Also notified when the writer ends (the peer may be gone: checked above).
+                _ = conn.idle.notified() => continue,
                 _ = sleep_until(self.drain_deadline.unwrap_or_else(Instant::now)), if self.drain_deadline.is_some() => return End::Finished,
                 _ = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => {
                     let t = cfg.idle_timeout.unwrap_or_default();
@@ -439,6 +448,7 @@ impl ReadLoop {
 
     fn handle_buffered<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>) -> Stop {
         self.batch_read_at = None;
+        self.clock = None;
         loop {
             match reader.try_next() {
                 Ok(Some(frame)) => {
@@ -521,12 +531,14 @@ impl ReadLoop {
         conn.unanswered.fetch_add(1, Ordering::AcqRel);
         self.idle_since = None;
         let read_at = *self.batch_read_at.get_or_insert_with(Instant::now);
+        let clock = self.clock.get_or_insert_with(coarsetime::Instant::now);
         start_call(CallStart {
             conn: conn.clone(),
             route,
             call_id,
             codec,
             started: read_at,
+            clock,
             deadline: req.timeout.map(|t| read_at + t),
             metadata: req.metadata,
             idempotent: req.flags & flags::IDEMPOTENT != 0,
@@ -577,12 +589,8 @@ impl ReadLoop {
             if conn.outbox.is_dead() {
                 return; // nobody to answer: the connection's end gives the calls up
             }
-            let woken = tokio::select! {
-                _ = notified => true,
-                _ = conn.outbox.wait_dead() => true,
-                _ = sleep_until(deadline) => false,
-            };
-            if !woken {
+            // `idle` is also notified when the writer ends (checked above).
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let stuck: Vec<u64> =
                     conn.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
                 for call in stuck.into_iter().filter_map(|id| conn.take_tracked(id)) {

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -69,14 +70,22 @@ where
 #[must_use]
 pub struct Service {
     name: String,
-    methods: Vec<(String, Arc<dyn ErasedHandler>)>,
+    methods: Vec<Method>,
+}
+
+/// One registered method of a [`Service`].
+struct Method {
+    name: String,
+    handler: Arc<dyn ErasedHandler>,
+    /// Never polled inline on the connection's reader (see [`Service::method_on_task`]).
+    on_task: bool,
 }
 
 impl fmt::Debug for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Service")
             .field("name", &self.name)
-            .field("methods", &self.methods.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>())
+            .field("methods", &self.methods.iter().map(|m| m.name.as_str()).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -96,24 +105,52 @@ impl Service {
     ///
     /// The handler is polled once right away, on the connection's reader task (most
     /// handlers finish there, without a task switch); only if it is still pending does
-    /// it move to a task of its own. So do blocking or CPU-heavy work after an `.await`
-    /// (e.g. in `tokio::task::spawn_blocking`), not before the first one, and use
-    /// futures that re-register the waker on every poll, as tokio's and `futures`' do.
-    pub fn method<F, Fut, A, R>(mut self, method: impl Into<String>, f: F) -> Service
+    /// it move to a task of its own. A first poll that holds the reader longer than
+    /// [`ServerConfig::inline_poll_limit`](super::ServerConfig::inline_poll_limit)
+    /// (blocking or CPU-heavy work before the first `.await`) moves the method to its
+    /// own task for every later call (logged once, counted in
+    /// `meshrpc_server_methods_moved_to_task`); [`Service::method_on_task`] does so from
+    /// the start. Use futures that re-register the waker on every poll, as tokio's and
+    /// `futures`' do.
+    pub fn method<F, Fut, A, R>(self, method: impl Into<String>, f: F) -> Service
     where
         F: Fn(Context, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, Status>> + Send + 'static,
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
     {
-        let handler = FnHandler { f, _types: PhantomData };
-        self.methods.push((method.into(), Arc::new(handler)));
+        self.register(method.into(), f, false)
+    }
+
+    /// Registers `method` like [`Service::method`], but its calls always run on a task
+    /// of their own, never on the connection's reader: for handlers that block or
+    /// compute before their first `.await`, so they never delay the connection's other
+    /// calls (Go's one goroutine per request). Costs a task spawn per call.
+    pub fn method_on_task<F, Fut, A, R>(self, method: impl Into<String>, f: F) -> Service
+    where
+        F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+    {
+        self.register(method.into(), f, true)
+    }
+
+    fn register<F, Fut, A, R>(mut self, name: String, f: F, on_task: bool) -> Service
+    where
+        F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+    {
+        let handler = Arc::new(FnHandler { f, _types: PhantomData });
+        self.methods.push(Method { name, handler, on_task });
         self
     }
 
     /// The full names (`Service.Method`) of the registered methods.
     pub fn method_names(&self) -> impl Iterator<Item = String> + '_ {
-        self.methods.iter().map(move |(m, _)| format!("{}.{m}", self.name))
+        self.methods.iter().map(move |m| format!("{}.{}", self.name, m.name))
     }
 }
 
@@ -126,6 +163,9 @@ pub(crate) struct Route {
     pub(crate) exempt: bool,
     /// Its place in the router (and its row in the server's metrics).
     pub(crate) index: u32,
+    /// Calls run on a task of their own, never polled inline on the reader: set at
+    /// registration, or once a first poll held the reader too long.
+    pub(crate) on_task: Arc<AtomicBool>,
 }
 
 /// The names of the services a server serves.
@@ -171,14 +211,14 @@ impl Router {
     }
 
     fn insert(&mut self, service: Service, exempt: bool) -> Result<(), String> {
-        for (m, handler) in service.methods {
+        for Method { name: m, handler, on_task } in service.methods {
             let full = format!("{}.{m}", service.name);
             if self.routes.contains_key(full.as_bytes()) {
                 return Err(format!("method {full} is registered twice"));
             }
             let name: Arc<str> = Arc::from(full.as_str());
             let index = u32::try_from(self.routes.len()).map_err(|_| "too many methods".to_string())?;
-            let route = Route { name, handler, exempt, index };
+            let route = Route { name, handler, exempt, index, on_task: Arc::new(AtomicBool::new(on_task)) };
             self.routes.insert(full.into_bytes().into_boxed_slice(), route);
         }
         Ok(())

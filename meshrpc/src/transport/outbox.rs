@@ -23,7 +23,7 @@ pub(crate) const HIGH_WATER: usize = 1 << 20;
 /// A connection's write queue: frames are encoded into it under a short lock.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    buf: Mutex<BytesMut>,
+    buf: Mutex<Queue>,
     /// Bytes queued, readable without the lock.
     queued: AtomicUsize,
     /// Bytes the writer has taken from the queue and not finished writing.
@@ -45,23 +45,38 @@ pub(crate) struct Outbox {
     last_words: Mutex<Option<Bytes>>,
 }
 
+/// Queued frames, and how many of their bytes are counted in the budget.
+#[derive(Debug, Default)]
+struct Queue {
+    bytes: BytesMut,
+    /// Bytes of `bytes` counted in the budget: all of them once the queue holds at
+    /// least [`COUNT_FROM`], none below. The writer counts a batch when it takes it.
+    counted: usize,
+}
+
+/// A queue this small is not counted in the budget until the writer takes it: the
+/// fast path (replies written as soon as they are queued) then touches no shared
+/// counter per reply, only per batch. So the budget can miss up to this much per
+/// connection (64 KiB).
+const COUNT_FROM: usize = 64 * 1024;
+
 /// The locked queue; encode frames into it, then drop it (the wake happens on drop).
 pub(crate) struct OutboxGuard<'a> {
     outbox: &'a Outbox,
-    buf: MutexGuard<'a, BytesMut>,
+    buf: MutexGuard<'a, Queue>,
     len_at_lock: usize,
 }
 
 impl std::ops::Deref for OutboxGuard<'_> {
     type Target = BytesMut;
     fn deref(&self) -> &BytesMut {
-        &self.buf
+        &self.buf.bytes
     }
 }
 
 impl std::ops::DerefMut for OutboxGuard<'_> {
     fn deref_mut(&mut self) -> &mut BytesMut {
-        &mut self.buf
+        &mut self.buf.bytes
     }
 }
 
@@ -71,13 +86,17 @@ impl Drop for OutboxGuard<'_> {
         if outbox.dead.load(Ordering::Acquire) {
             // Nothing will be sent: what was just encoded is dropped, not held. (`die`
             // emptied the queue under this lock, so it holds only this guard's frames.)
-            self.buf.clear();
+            self.buf.bytes.clear();
             return;
         }
-        let len = self.buf.len();
+        let len = self.buf.bytes.len();
         outbox.queued.store(len, Ordering::Release);
         if let Some(budget) = &outbox.budget {
-            budget.adjust(self.len_at_lock, len);
+            let count = if len >= COUNT_FROM { len } else { 0 };
+            if count != self.buf.counted {
+                budget.adjust(self.buf.counted, count);
+                self.buf.counted = count;
+            }
         }
         if self.len_at_lock == 0 && len > 0 {
             outbox.wake_writer.notify_one();
@@ -116,7 +135,7 @@ impl Outbox {
     /// recovered: encoders truncate partial frames before anything can panic past them.
     pub(crate) fn lock(&self) -> OutboxGuard<'_> {
         let buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
-        let len_at_lock = buf.len();
+        let len_at_lock = buf.bytes.len();
         OutboxGuard { outbox: self, buf, len_at_lock }
     }
 
@@ -135,17 +154,6 @@ impl Outbox {
         loop {
             let notified = self.drained.notified();
             if self.unsent() < HIGH_WATER || self.is_dead() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Resolves once the outbox is dead (the peer can no longer be written to).
-    pub(crate) async fn wait_dead(&self) {
-        loop {
-            let notified = self.drained.notified();
-            if self.is_dead() {
                 return;
             }
             notified.await;
@@ -173,9 +181,9 @@ impl Outbox {
             let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
             self.dead.store(true, Ordering::Release);
             if let Some(budget) = &self.budget {
-                budget.adjust(buf.len(), 0);
+                budget.adjust(buf.counted, 0);
             }
-            *buf = BytesMut::new();
+            *buf = Queue::default();
             self.queued.store(0, Ordering::Release);
         }
         self.drained.notify_waiters();
@@ -187,7 +195,7 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         // Whatever is still counted (a writer that never ran) leaves the budget.
         if let Some(budget) = &self.budget {
-            let held = self.buf.get_mut().map_or(0, |b| b.len()) + *self.writing.get_mut();
+            let held = self.buf.get_mut().map_or(0, |q| q.counted) + *self.writing.get_mut();
             budget.adjust(held, 0);
         }
     }
@@ -245,8 +253,12 @@ pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
         }
         {
             let mut guard = outbox.buf.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::swap(&mut *guard, &mut spare);
-            // Still counted in the budget: the bytes move from the queue to the writer.
+            std::mem::swap(&mut guard.bytes, &mut spare);
+            // The whole batch is counted while the writer holds it.
+            if let Some(budget) = &outbox.budget {
+                budget.adjust(guard.counted, spare.len());
+            }
+            guard.counted = 0;
             outbox.writing.store(spare.len(), Ordering::Release);
             outbox.queued.store(0, Ordering::Release);
         }
