@@ -32,6 +32,10 @@ enum Command {
     Fanout(cmd::fanout::FanoutArgs),
 }
 
+/// mimalloc returns freed memory to the OS (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

@@ -32,6 +32,11 @@ pub trait Echo {
     /// Returns `data` unchanged.
     #[meshrpc(idempotent)]
     async fn echo(&self, data: Blob) -> Result<Blob, Status>;
+
+    /// `Echo.Sleep`: waits `ms` milliseconds (at most a minute), then answers `ms`. A
+    /// slow call, for trying deadlines, cancellation and draining.
+    #[meshrpc(idempotent)]
+    async fn sleep(&self, ms: u64) -> Result<u64, Status>;
 }
 
 /// Greets by name, saying which instance answered.
@@ -85,6 +90,14 @@ pub struct Echoer;
 impl Echo for Echoer {
     async fn echo(&self, data: Blob) -> Result<Blob, Status> {
         Ok(data)
+    }
+
+    async fn sleep(&self, ms: u64) -> Result<u64, Status> {
+        if ms > 60_000 {
+            return Err(Status::invalid_argument(format!("Echo.Sleep sleeps at most 60000 ms, not {ms}")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        Ok(ms)
     }
 }
 

@@ -40,6 +40,11 @@ pub(crate) struct DemoArgs {
     /// stays listed); renewed every third of it.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     lease_ttl: Duration,
+    /// With --listen: reply bytes the server holds for all clients together, queued and
+    /// not yet written, in MiB; past it, the connections holding the most unread
+    /// replies are dropped (GOAWAY RESOURCE_EXHAUSTED).
+    #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..))]
+    max_queued_mib: u32,
 }
 
 /// Runs `meshrpc demo`.
@@ -62,7 +67,8 @@ async fn listen(addr: &str, args: &DemoArgs) -> ExitCode {
         eprintln!("error: --traffic must be between 0 and 100000 calls per second");
         return ExitCode::FAILURE;
     }
-    let mut builder = Server::builder().admin(args.admin.as_str());
+    let mut builder =
+        Server::builder().admin(args.admin.as_str()).max_queued_bytes((args.max_queued_mib as usize) << 20);
     for svc in demo::services("demo") {
         builder = builder.add_service(svc);
     }

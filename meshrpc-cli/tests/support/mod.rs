@@ -93,3 +93,4 @@ pub fn terminate(r: &mut Running) {
     let _ = Command::new("kill").args(["-TERM", &r.0.id().to_string()]).status();
     let _ = r.0.wait();
 }
+pub mod peer;

@@ -254,6 +254,7 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
         idle_since: None,
         batch_read_at: None,
         clock: None,
+        eof: false,
     };
     let mut reader = reader;
     let graceful = async {
@@ -308,6 +309,9 @@ impl Drop for ConnectionCounted<'_> {
     }
 }
 
+/// While calls drain after the client's EOF: how often a PING probes whether it is gone.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(400);
+
 /// Longest wait, after the last reply is flushed, for the client to close its side.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -324,6 +328,8 @@ struct ReadLoop {
     /// When the frames being handled were read: every request of one read gets its
     /// deadline from one clock reading (clock reads were ~3 % of server CPU at c=256).
     batch_read_at: Option<Instant>,
+    /// The client closed its sending side (EOF): it may have closed entirely.
+    eof: bool,
     /// The latest coarse clock reading of this batch: each call's first poll is timed
     /// from it.
     clock: Option<coarsetime::Instant>,
@@ -410,8 +416,9 @@ impl ReadLoop {
                     Err(e) => {
                         // End of requests (a half-close, or a close we learn of when we
                         // write): calls in flight finish, unless the writer finds the
-                        // peer gone.
+                        // peer gone (the drain probes it).
                         tracing::debug!(peer = %conn.peer, "connection ended: {e}");
+                        self.eof = true;
                         return End::Finished;
                     }
                 },
@@ -589,8 +596,16 @@ impl ReadLoop {
             if conn.outbox.is_dead() {
                 return; // nobody to answer: the connection's end gives the calls up
             }
-            // `idle` is also notified when the writer ends (checked above).
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            // After EOF the client may be gone entirely, which only a write can tell: a
+            // PING every PROBE_EVERY makes the second write after its reset fail, so
+            // calls nobody can receive are given up within about a second, not when
+            // they end. (`idle` is also notified when the writer ends: checked above.)
+            let wake = if self.eof { deadline.min(Instant::now() + PROBE_EVERY) } else { deadline };
+            if tokio::time::timeout_at(wake, notified).await.is_err() {
+                if wake < deadline {
+                    wire::encode_ping(&mut conn.outbox.lock(), [0; 8]);
+                    continue;
+                }
                 let stuck: Vec<u64> =
                     conn.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
                 for call in stuck.into_iter().filter_map(|id| conn.take_tracked(id)) {
