@@ -81,6 +81,12 @@ impl ServerMetrics {
         self.queued_bytes.load(Relaxed)
     }
 
+    /// Methods moved so far to a task of their own per call because a first poll held
+    /// the connection's reader over the inline limit.
+    pub fn methods_moved_to_task(&self) -> u64 {
+        self.moved_to_task.load(Relaxed)
+    }
+
     /// Connections dropped so far because queued replies passed the server's limit.
     pub fn connections_shed_total(&self) -> u64 {
         self.shed.load(Relaxed)
@@ -168,7 +174,7 @@ impl Collector for ServerMetrics {
             &mut encoder,
             "server_methods_moved_to_task",
             "Methods whose calls run on a task of their own since a first poll held the connection's reader over the inline limit.",
-            self.moved_to_task.load(Relaxed),
+            self.methods_moved_to_task(),
         )?;
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             encode_gauge(
