@@ -9,19 +9,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use meshrpc::wire::{self, Settings};
 use support::listen as start_server;
+use support::peer::rss;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Resident set size of a process, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line");
-    kb * 1024
-}
 
 fn raise_fd_limit(at_least: u64) {
     let got = rlimit::increase_nofile_limit(u64::MAX).expect("raise RLIMIT_NOFILE");

@@ -8,7 +8,9 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use support::peer::{self, ENDINGS, Ending};
 use support::{Running, spawn_with_dashboard};

@@ -2,7 +2,9 @@
 //! process (/proc and its /metrics).
 #![allow(dead_code, unreachable_pub)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::BytesMut;
 use meshrpc::wire::{self, Settings};
@@ -41,7 +43,7 @@ pub fn rss(pid: u32) -> u64 {
 
 /// The value of an unlabelled metric on the admin endpoint's `/metrics` page.
 pub async fn metric(http: &reqwest::Client, dashboard: &str, name: &str) -> f64 {
-    let url = format!("{}metrics", dashboard);
+    let url = format!("{dashboard}metrics");
     let page = tokio::time::timeout(Duration::from_secs(5), async {
         http.get(&url).send().await.expect("GET /metrics").text().await.expect("its body")
     })

@@ -13,6 +13,10 @@ use super::registry::{LeaseId, Registry};
 use crate::client::Backoff;
 use crate::status::Code;
 
+/// The shortest pause between two rounds of renewals (registries clamp TTLs to at
+/// least 100 ms, so a third of that).
+const MIN_RENEW_EVERY: Duration = Duration::from_millis(33);
+
 /// The default lease TTL: a crashed server disappears this long after it died.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
@@ -88,12 +92,14 @@ async fn keep(
             }
         }
         registered.store(leases.iter().all(Option::is_some), Ordering::Release);
+        // Never a loop without a pause, whatever TTL was asked for (0 included).
+        let renew_every = (ttl / 3).max(MIN_RENEW_EVERY);
         let wait = if all_ok {
             failures = 0;
-            ttl / 3
+            renew_every
         } else {
             failures += 1;
-            backoff.delay(failures).min(ttl / 3)
+            backoff.delay(failures).clamp(MIN_RENEW_EVERY, renew_every)
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

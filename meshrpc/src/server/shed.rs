@@ -75,7 +75,7 @@ impl<C: Sheddable> Connections<C> {
             .map(|c| (c.unsent(), c))
             .filter(|(n, _)| *n > 0)
             .collect();
-        holders.sort_by(|a, b| b.0.cmp(&a.0));
+        holders.sort_by_key(|h| std::cmp::Reverse(h.0));
         let mut left = total;
         let mut dropped = 0;
         for (held, conn) in holders {
