@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use meshrpc::wire::{self, Frame};
 use meshrpc::{Code, Codec};
 use support::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn expect_goaway(frame: Option<Frame>, code: Code, needle: &str) {
     match frame {
@@ -274,4 +274,42 @@ async fn a_peer_that_stops_reading_is_held_back_then_dropped_while_others_are_se
     assert_serving(server.local_addr()).await;
     server.shutdown().await;
     assert_no_stray_panics();
+}
+
+/// A client that reads a large reply slowly but steadily is making progress: the
+/// write-stall timeout (200 ms here) does not drop it, though writing the reply takes
+/// several times that (more than the loopback's socket buffers hold).
+#[tokio::test]
+async fn a_client_reading_a_large_reply_slowly_is_not_dropped_as_stalled() {
+    const SIZE: usize = 12 << 20;
+    let (server, _) = start(|b| b.write_stall_timeout(Duration::from_millis(200))).await;
+    let mut raw = RawClient::connect(server.local_addr()).await;
+    raw.request(
+        1,
+        Codec::MessagePack.id(),
+        "Echo.Echo",
+        msgpack(&EchoArgs { data: meshrpc::Blob::from(vec![9; SIZE]) }),
+    )
+    .await;
+    // Read at most 1 MiB every 100 ms: the reply takes over a second to come out.
+    let (started, mut buf) = (tokio::time::Instant::now(), BytesMut::new());
+    let reply = loop {
+        if let Some(frame) = wire::decode(&mut buf, u32::MAX).expect("a valid frame") {
+            break frame;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut chunk = vec![0; 1 << 20];
+        let n = tokio::time::timeout(Duration::from_secs(5), raw.stream.read(&mut chunk))
+            .await
+            .expect("the server keeps writing")
+            .expect("read");
+        assert!(n > 0, "the server closed the connection after {:?}", started.elapsed());
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let Frame::Response(r) = reply else { panic!("expected the reply, got {reply:?}") };
+    assert_eq!(r.code, Code::Ok, "{}", r.message);
+    let echoed: meshrpc::Blob = rmp_serde::from_slice(&r.payload).expect("a Blob");
+    assert_eq!(echoed.len(), SIZE);
+    assert!(started.elapsed() > Duration::from_millis(600), "the reply came out in {:?}", started.elapsed());
+    server.shutdown().await;
 }

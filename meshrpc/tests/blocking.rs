@@ -2,6 +2,8 @@
 //! the first poll that holds the reader over the inline limit moves its method to a
 //! task of its own, and `Service::method_on_task` does so from the start.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use meshrpc::{Client, Context, Server, Service, Status};
@@ -14,11 +16,15 @@ struct AddArgs {
     b: i64,
 }
 
-fn services(blocking_on_task: bool) -> Service {
-    let block = |_ctx: Context, ms: u64| async move {
-        // Blocks the thread before any .await: what the inline poll must survive.
-        std::thread::sleep(Duration::from_millis(ms));
-        Ok::<_, Status>(ms)
+/// `Work.Add` and `Work.Block` (sleeps its thread; sets `blocking` when it starts).
+fn services(blocking_on_task: bool, blocking: Arc<AtomicBool>) -> Service {
+    let block = move |_ctx: Context, ms: u64| {
+        blocking.store(true, Ordering::SeqCst);
+        async move {
+            // Blocks the thread before any .await: what the inline poll must survive.
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok::<_, Status>(ms)
+        }
     };
     let svc = Service::new("Work")
         .method("Add", |_ctx: Context, a: AddArgs| async move { Ok::<_, Status>(a.a + a.b) });
@@ -29,7 +35,11 @@ fn services(blocking_on_task: bool) -> Service {
 /// on the same connection; returns the fast calls' latencies (sorted) from after the
 /// first blocking call, and how many methods the server moved to their own task.
 async fn fast_latencies_beside_a_blocking_method(blocking_on_task: bool) -> (Vec<Duration>, u64) {
-    let server = Server::builder().add_service(services(blocking_on_task)).bind("127.0.0.1:0").await.unwrap();
+    let server = Server::builder()
+        .add_service(services(blocking_on_task, Arc::default()))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
     let addr = server.local_addr();
     let metrics = server.metrics().clone();
     let handle = server.spawn();
@@ -94,8 +104,9 @@ async fn a_method_registered_on_task_never_holds_the_reader() {
 /// connection: what the tests above guard against is real.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_limit_a_blocking_handler_stalls_its_connection() {
+    let blocking = Arc::new(AtomicBool::new(false));
     let server = Server::builder()
-        .add_service(services(false))
+        .add_service(services(false, blocking.clone()))
         .inline_poll_limit(None)
         .bind("127.0.0.1:0")
         .await
@@ -107,7 +118,10 @@ async fn without_the_limit_a_blocking_handler_stalls_its_connection() {
         let client = client.clone();
         tokio::spawn(async move { client.call::<_, u64>("Work.Block", &300u64).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Once the handler is blocking, the reader is inside its first poll.
+    while !blocking.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let t = Instant::now();
     let _: i64 = client.call("Work.Add", &AddArgs { a: 1, b: 2 }).await.unwrap();
     assert!(t.elapsed() > Duration::from_millis(100), "a fast call took only {:?}", t.elapsed());

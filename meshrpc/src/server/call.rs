@@ -162,10 +162,6 @@ pub(crate) struct CallStart<'a> {
     pub(crate) payload: bytes::Bytes,
     /// When the request was read.
     pub(crate) started: Instant,
-    /// The reader's latest coarse clock reading (taken before this batch's first call,
-    /// or at the end of the previous call's first poll): the first poll is timed from
-    /// it, and it moves to the end of this call's first poll (one reading per call).
-    pub(crate) clock: &'a mut coarsetime::Instant,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -192,8 +188,7 @@ fn panicked(method: &str, call_id: u64, msg: &str) -> Status {
 /// no cancel token, no timer and no lock on the calls table (the profile before this
 /// change spent ~25 % of server CPU on exactly those).
 pub(crate) fn start_call(start: CallStart<'_>) {
-    let CallStart { conn, route, call_id, codec, deadline, metadata, idempotent, payload, started, clock } =
-        start;
+    let CallStart { conn, route, call_id, codec, deadline, metadata, idempotent, payload, started } = start;
     let span = crate::trace::server_span(&route.name, call_id, conn.peer, &metadata);
     let call = Arc::new(CallFacts {
         call_id,
@@ -211,22 +206,25 @@ pub(crate) fn start_call(start: CallStart<'_>) {
     let replier = Replier { conn: conn.clone(), call: call.clone(), codec };
     let _entered = span.enter();
     let on_task = route.on_task.load(Ordering::Relaxed);
+    let limit = conn.server.config.inline_poll_limit.filter(|_| !on_task);
+    let mut held = None;
     let first = CURRENT.sync_scope(Context { call: call.clone() }, || {
         std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut fut = route.handler.call(ctx, IncomingCall { codec, payload, replier });
             if on_task {
                 return (fut, Poll::Pending); // not polled here: straight to its task
             }
+            // Only the poll is timed (decoding the arguments is not the handler's doing),
+            // on a coarse clock: two readings cost less than one of std's Instant.
+            let polled_at = limit.map(|_| coarsetime::Instant::now());
             // A no-op waker: if the handler is pending, the task below polls it again at
             // once with its own waker, so nothing registered here is ever relied on.
             let poll = fut.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+            held = polled_at.map(|t| std::time::Duration::from(t.elapsed()));
             (fut, poll)
         }))
     });
-    if !on_task && let Some(limit) = conn.server.config.inline_poll_limit {
-        let now = coarsetime::Instant::now();
-        let held = std::time::Duration::from(now.duration_since(*clock));
-        *clock = now;
+    if let (Some(limit), Some(held)) = (limit, held) {
         if held > limit && !route.on_task.swap(true, Ordering::Relaxed) {
             conn.server.metrics.moved_to_task.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(

@@ -237,10 +237,10 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
     let mut writer = {
         let conn = conn.clone();
         tokio::spawn(async move {
-            let ended = run_writer(&conn.outbox, wr, &conn.server.metrics.sent).await;
-            // The reader (or the drain) may be waiting for calls while the peer is gone.
-            conn.idle.notify_one();
-            ended
+            // However the writer ends (even by a panic), the reader (or the drain) is
+            // woken: it may be waiting for calls while the peer is gone.
+            let _wake = WakeReader(&conn);
+            run_writer(&conn.outbox, wr, &conn.server.metrics.sent).await
         })
     };
     // However this task ends, the writer ends with it (it may be blocked on a peer that
@@ -253,12 +253,14 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
         drain_deadline: None,
         idle_since: None,
         batch_read_at: None,
-        clock: None,
         eof: false,
     };
     let mut reader = reader;
     let graceful = async {
         if let End::PeerGone = lp.run(&mut reader).await {
+            // A dropped connection's writer ends at once; give it the moment it needs
+            // to try its GOAWAY before the connection's end aborts it.
+            let _ = tokio::time::timeout(WRITER_END, &mut writer).await;
             return;
         }
         lp.drain().await;
@@ -281,6 +283,18 @@ pub(crate) async fn serve_connection(server: Arc<ServerShared>, stream: TcpStrea
     tokio::select! {
         _ = graceful => {}
         _ = server.kill.cancelled() => {}
+    }
+}
+
+/// Longest wait for a dead outbox's writer to finish (it only tries one last write).
+const WRITER_END: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Wakes a connection's reader when dropped (the writer's end).
+struct WakeReader<'a>(&'a ConnShared);
+
+impl Drop for WakeReader<'_> {
+    fn drop(&mut self) {
+        self.0.idle.notify_one();
     }
 }
 
@@ -330,9 +344,6 @@ struct ReadLoop {
     batch_read_at: Option<Instant>,
     /// The client closed its sending side (EOF): it may have closed entirely.
     eof: bool,
-    /// The latest coarse clock reading of this batch: each call's first poll is timed
-    /// from it.
-    clock: Option<coarsetime::Instant>,
 }
 
 /// Why the read loop stopped taking frames.
@@ -380,6 +391,7 @@ impl ReadLoop {
                 // Backpressure: the client is not reading its replies; stop reading its
                 // requests until the queue drains, and give up on a peer stalled too long.
                 // `wait_drained` also returns when the outbox dies (checked above).
+                let progress = conn.outbox.written();
                 tokio::select! {
                     _ = conn.outbox.wait_drained() => {}
                     _ = server.drain.cancelled(), if !self.draining => {
@@ -387,8 +399,11 @@ impl ReadLoop {
                     }
                     _ = sleep_until(self.drain_deadline.unwrap_or_else(Instant::now)), if self.drain_deadline.is_some() => return End::Finished,
                     _ = tokio::time::sleep(cfg.write_stall_timeout) => {
-                        tracing::warn!(peer = %conn.peer, "closing connection: client read nothing for {:?}", cfg.write_stall_timeout);
-                        return End::Finished;
+                        // A client reading slowly (a large reply on a slow link) is not stalled.
+                        if conn.outbox.written() == progress {
+                            tracing::warn!(peer = %conn.peer, "closing connection: client read nothing for {:?}", cfg.write_stall_timeout);
+                            return End::Finished;
+                        }
                     }
                 }
                 continue;
@@ -455,7 +470,6 @@ impl ReadLoop {
 
     fn handle_buffered<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>) -> Stop {
         self.batch_read_at = None;
-        self.clock = None;
         loop {
             match reader.try_next() {
                 Ok(Some(frame)) => {
@@ -538,14 +552,12 @@ impl ReadLoop {
         conn.unanswered.fetch_add(1, Ordering::AcqRel);
         self.idle_since = None;
         let read_at = *self.batch_read_at.get_or_insert_with(Instant::now);
-        let clock = self.clock.get_or_insert_with(coarsetime::Instant::now);
         start_call(CallStart {
             conn: conn.clone(),
             route,
             call_id,
             codec,
             started: read_at,
-            clock,
             deadline: req.timeout.map(|t| read_at + t),
             metadata: req.metadata,
             idempotent: req.flags & flags::IDEMPOTENT != 0,

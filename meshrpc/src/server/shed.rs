@@ -65,18 +65,19 @@ impl<C: Sheddable> Connections<C> {
         if total <= limit {
             return 0;
         }
-        let mut holders: Vec<(usize, Arc<C>)> = self
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter_map(Weak::upgrade)
+        let listed: Vec<Arc<C>> =
+            self.live.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(Weak::upgrade).collect();
+        // Connections already dropped still count what their writers hold until those
+        // tasks run: that is on its way out, so it does not call for dropping more.
+        let leaving: usize = listed.iter().filter(|c| c.is_gone()).map(|c| c.unsent()).sum();
+        let mut holders: Vec<(usize, Arc<C>)> = listed
+            .into_iter()
             .filter(|c| !c.is_gone())
             .map(|c| (c.unsent(), c))
             .filter(|(n, _)| *n > 0)
             .collect();
         holders.sort_by_key(|h| std::cmp::Reverse(h.0));
-        let mut left = total;
+        let mut left = total.saturating_sub(leaving);
         let mut dropped = 0;
         for (held, conn) in holders {
             if left <= limit {

@@ -26,8 +26,10 @@ pub(crate) struct Outbox {
     buf: Mutex<Queue>,
     /// Bytes queued, readable without the lock.
     queued: AtomicUsize,
-    /// Bytes the writer has taken from the queue and not finished writing.
+    /// Bytes the writer has taken from the queue and not yet written.
     writing: AtomicUsize,
+    /// Bytes written so far (progress: a slow reader is not a stalled one).
+    written: AtomicU64,
     /// The budget these bytes are counted in (a server's, across its connections).
     budget: Option<Arc<QueueBudget>>,
     /// Wakes the writer when the queue becomes non-empty, closes or dies.
@@ -121,6 +123,7 @@ impl Outbox {
             buf: Mutex::default(),
             queued: AtomicUsize::new(0),
             writing: AtomicUsize::new(0),
+            written: AtomicU64::new(0),
             budget,
             wake_writer: Notify::new(),
             drained: Notify::new(),
@@ -142,6 +145,11 @@ impl Outbox {
     /// Bytes waiting to be written, including those the writer is writing now.
     pub(crate) fn unsent(&self) -> usize {
         self.queued.load(Ordering::Acquire) + self.writing.load(Ordering::Acquire)
+    }
+
+    /// Bytes written to the socket so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
     }
 
     /// True once the writer can no longer send anything.
@@ -170,7 +178,10 @@ impl Outbox {
     /// the middle of a write, and has it try `last_words` once without waiting (only at
     /// a frame boundary, so the peer never sees it inside another frame).
     pub(crate) fn abandon(&self, last_words: Option<Bytes>) {
-        *self.last_words.lock().unwrap_or_else(|e| e.into_inner()) = last_words;
+        if let Some(words) = last_words {
+            // Only the first words stay: a later abandon (the connection's end) has none.
+            self.last_words.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(words);
+        }
         self.die();
         self.cut.notify_waiters();
     }
@@ -195,7 +206,8 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         // Whatever is still counted (a writer that never ran) leaves the budget.
         if let Some(budget) = &self.budget {
-            let held = self.buf.get_mut().map_or(0, |q| q.counted) + *self.writing.get_mut();
+            let queue = self.buf.get_mut().unwrap_or_else(|e| e.into_inner());
+            let held = queue.counted + *self.writing.get_mut();
             budget.adjust(held, 0);
         }
     }
@@ -226,8 +238,9 @@ enum Interrupted {
 }
 
 /// Writes everything pushed into `outbox` to `io` until the outbox is closed, a write
-/// fails or the outbox is abandoned. Each wake-up writes all frames queued so far in
-/// as few syscalls as the socket allows. Bytes written are added to `sent`.
+/// fails or the outbox is abandoned (`Ok` but for a failed write). Each wake-up writes
+/// all frames queued so far in as few syscalls as the socket allows. Bytes written are
+/// added to `sent`.
 pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
     outbox: &Outbox,
     mut io: W,
@@ -271,11 +284,6 @@ pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
         if crate::metrics::ENABLED {
             sent.fetch_add(spare.len() as u64, Ordering::Relaxed);
         }
-        let written = outbox.writing.swap(0, Ordering::AcqRel);
-        if let Some(budget) = &outbox.budget {
-            budget.adjust(written, 0);
-        }
-        outbox.drained.notify_waiters();
         spare.clear();
         // Do not let one huge reply pin a huge buffer for the connection's lifetime.
         if spare.capacity() > 4 * HIGH_WATER {
@@ -288,10 +296,11 @@ pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
         Interrupted::Cut { at_boundary } => {
             let words = outbox.last_words.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let (true, Some(words)) = (at_boundary, words) {
-                // One try, never a wait: the peer is most likely not reading.
+                // One try, never a wait: the peer is most likely not reading. (If the
+                // socket takes only part of it, the peer sees a cut frame, then the close.)
                 let _ = io.write(&words).now_or_never();
             }
-            Err(std::io::Error::other("the connection was abandoned"))
+            Ok(()) // given up on purpose: not an I/O failure
         }
     }
 }
@@ -318,6 +327,17 @@ async fn write_batch<W: AsyncWrite + Unpin>(
             return Err(Interrupted::Failed(std::io::ErrorKind::WriteZero.into()));
         }
         pos += n;
+        // Progress per piece, so a peer that reads slowly but steadily (a large reply
+        // over a slow link) is seen making progress, and backpressure lifts as soon as
+        // less than HIGH_WATER is left, not when the whole batch is out.
+        let before = outbox.writing.fetch_sub(n, Ordering::AcqRel);
+        outbox.written.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(budget) = &outbox.budget {
+            budget.adjust(n, 0);
+        }
+        if before - n + outbox.queued.load(Ordering::Acquire) < HIGH_WATER {
+            outbox.drained.notify_waiters();
+        }
     }
     Ok(())
 }
