@@ -219,3 +219,38 @@ async fn client_side_a_server_that_stops_reading_then_resets() {
 async fn client_side_a_server_that_stops_reading_then_half_closes() {
     client_side("half-close").await;
 }
+
+/// A large reply that arrives slowly but steadily keeps the connection alive: the
+/// keepalive (200 ms interval, 200 ms timeout here) counts any bytes from the server,
+/// not only whole frames. The server answers no PING, and the reply takes ~1.5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_side_a_slow_large_reply_is_not_taken_for_a_dead_server() {
+    const SIZE: usize = 2 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut s = stalling_server(listener).await;
+        // The reply to call 1, written 64 KiB every 50 ms.
+        let mut reply = BytesMut::new();
+        let head =
+            wire::encode_response_head(&mut reply, 1, 0, 1, meshrpc::Code::Ok, "", &wire::Metadata::new());
+        reply.extend_from_slice(&rmp_serde::to_vec(&Blob::from(vec![3; SIZE])).unwrap());
+        head.finish(&mut reply, u32::MAX).unwrap();
+        for chunk in reply.chunks(64 << 10) {
+            s.write_all(chunk).await.expect("the client keeps the connection");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        s
+    });
+    let client = Client::builder()
+        .keepalive(Some(Duration::from_millis(200)), Duration::from_millis(200))
+        .connect(addr)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let got: Blob =
+        client.call("Echo.Echo", &Args { data: Blob::from(vec![3; 8]) }).await.expect("the slow reply");
+    assert_eq!(got.len(), SIZE);
+    assert!(t.elapsed() > Duration::from_millis(1000), "the reply came in {:?}", t.elapsed());
+    drop(server.await.unwrap());
+}

@@ -7,7 +7,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{Notify, Semaphore};
@@ -35,9 +35,8 @@ pub(crate) struct Connection {
     pub(crate) server_max_frame: u32,
     /// The server's advertised concurrent-call limit.
     pub(crate) server_max_calls: u32,
-    started: Instant,
-    /// Microseconds since `started` at the last read from the socket.
-    last_read_us: AtomicU64,
+    /// When bytes last arrived from the server (any bytes, not only whole frames).
+    heard: Arc<Heard>,
     /// False once the call table stops taking calls (GOAWAY or closed): lets the pool
     /// pick a connection without the table's lock, which the reader holds per batch.
     accepting: AtomicBool,
@@ -68,6 +67,8 @@ impl Connection {
         };
         let _ = stream.set_nodelay(true);
         let (rd, mut wr) = stream.into_split();
+        let heard = Arc::new(Heard { started: Instant::now(), last_us: AtomicU64::new(0) });
+        let rd = Hearing { inner: rd, heard: heard.clone() };
         let handshake = async {
             let mut hello = BytesMut::new();
             hello.extend_from_slice(&wire::preface(wire::VERSION));
@@ -122,8 +123,7 @@ impl Connection {
                 .unwrap_or(wire::DEFAULT_MAX_FRAME_SIZE)
                 .max(wire::MIN_MAX_FRAME_SIZE),
             server_max_calls,
-            started: Instant::now(),
-            last_read_us: AtomicU64::new(0),
+            heard,
             accepting: AtomicBool::new(true),
             sweep_rearm: Notify::new(),
             shutdown: CancellationToken::new(),
@@ -175,11 +175,7 @@ impl Connection {
     }
 
     fn now_us(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
-    fn touch(&self) {
-        self.last_read_us.store(self.now_us(), Ordering::Release);
+        self.heard.now_us()
     }
 
     /// Fails every call in flight with `status` and closes the connection.
@@ -222,7 +218,43 @@ impl Drop for Counted {
     }
 }
 
-async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader<OwnedReadHalf>) {
+/// When the server was last heard from, for the keepalive.
+#[derive(Debug)]
+struct Heard {
+    started: Instant,
+    /// Microseconds since `started` at the last read that brought bytes.
+    last_us: AtomicU64,
+}
+
+impl Heard {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The read half, noting every read that brings bytes: a large reply arriving slowly
+/// keeps the connection alive though no whole frame has arrived for a while.
+struct Hearing {
+    inner: OwnedReadHalf,
+    heard: Arc<Heard>,
+}
+
+impl AsyncRead for Hearing {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.heard.last_us.store(self.heard.now_us(), Ordering::Release);
+        }
+        polled
+    }
+}
+
+async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader<Hearing>) {
     let _counted = Counted::new();
     let mut wakers: Vec<Waker> = Vec::new();
     let mut pings: Vec<[u8; 8]> = Vec::new();
@@ -238,7 +270,6 @@ async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader<OwnedReadHalf>
                 };
             },
         }
-        conn.touch();
         if crate::metrics::ENABLED {
             crate::metrics::ClientMetrics::global()
                 .received
@@ -351,7 +382,7 @@ async fn keepalive(conn: Arc<Connection>, interval: Duration, timeout: Duration)
             _ = conn.shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let idle_us = conn.now_us().saturating_sub(conn.last_read_us.load(Ordering::Acquire));
+        let idle_us = conn.now_us().saturating_sub(conn.heard.last_us.load(Ordering::Acquire));
         if Duration::from_micros(idle_us) < interval {
             continue;
         }
@@ -361,7 +392,7 @@ async fn keepalive(conn: Arc<Connection>, interval: Duration, timeout: Duration)
             _ = conn.shutdown.cancelled() => return,
             _ = tokio::time::sleep(timeout) => {}
         }
-        if conn.last_read_us.load(Ordering::Acquire) < sent_at {
+        if conn.heard.last_us.load(Ordering::Acquire) < sent_at {
             conn.fail(unavailable(format!(
                 "connection to {} presumed dead: no answer to a keepalive ping within {timeout:?}",
                 conn.peer
