@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
+/// The shortest wait after a failed attempt, whatever the settings.
+const MIN_DELAY: Duration = Duration::from_millis(10);
+
 /// Reconnect backoff: the n-th consecutive failure waits
 /// `min(initial × multiplier^(n-1), max)`, spread by ±`jitter` (a fraction) so that many
-/// clients do not reconnect in lockstep. The first attempt after a connection drops is
-/// immediate.
+/// clients do not reconnect in lockstep, and never under 10 ms. The first attempt after a
+/// connection drops is immediate.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct Backoff {
@@ -42,7 +45,9 @@ impl Backoff {
         let base = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
         let jitter = self.jitter.clamp(0.0, 1.0);
         let spread = 1.0 + jitter * (2.0 * rand::random::<f64>() - 1.0);
-        Duration::from_secs_f64((base * spread).max(0.0))
+        // Never zero (an `initial` of 0 or a jitter of 1): a loop that redials after
+        // each failure must still pause.
+        Duration::from_secs_f64((base * spread).max(0.0)).max(MIN_DELAY)
     }
 }
 
@@ -67,5 +72,17 @@ mod tests {
         let b = Backoff::default();
         let waits: std::collections::HashSet<u128> = (0..20).map(|_| b.delay(3).as_micros()).collect();
         assert!(waits.len() > 10, "waits are randomised, not identical");
+    }
+
+    #[test]
+    fn a_zero_backoff_still_pauses() {
+        let b = Backoff::new(Duration::ZERO, Duration::ZERO);
+        for failures in [1, 2, 10] {
+            assert!(
+                b.delay(failures) >= Duration::from_millis(10),
+                "failure {failures}: {:?}",
+                b.delay(failures)
+            );
+        }
     }
 }

@@ -13,6 +13,9 @@ use crate::client::Backoff;
 /// How long one long poll waits for a change before asking again.
 const POLL_WAIT: Duration = Duration::from_secs(20);
 
+/// The shortest time between two long polls that brought nothing new.
+const MIN_POLL: Duration = Duration::from_millis(100);
+
 /// The latest known snapshot of one service; cheap to clone.
 ///
 /// The task behind it ends when every clone is dropped. When the registry cannot be
@@ -61,6 +64,7 @@ async fn follow(registry: Arc<dyn Registry>, service: String, tx: watch::Sender<
     let mut failures = 0u32;
     let mut cursor = Cursor::default();
     loop {
+        let asked = tokio::time::Instant::now();
         let next = tokio::select! {
             _ = tx.closed() => return,
             r = registry.watch_next(&service, cursor, POLL_WAIT) => r,
@@ -70,6 +74,14 @@ async fn follow(registry: Arc<dyn Registry>, service: String, tx: watch::Sender<
                 failures = 0;
                 let changed = snap.cursor != cursor || tx.borrow().is_none();
                 cursor = snap.cursor;
+                if !changed && asked.elapsed() < MIN_POLL {
+                    // A long poll answered at once with nothing new (a registry that is
+                    // stopping does): pause, so this loop never hammers it.
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep_until(asked + MIN_POLL) => {}
+                    }
+                }
                 if changed {
                     tx.send_if_modified(|cur| {
                         let differs = cur.as_ref() != Some(&snap);
