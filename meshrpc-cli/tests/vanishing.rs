@@ -257,14 +257,13 @@ async fn the_server_wide_bound_drops_the_largest_unread_connections() {
     assert!(growth <= BOUND + margin, "server RSS grew by {:.0} MiB", growth as f64 / 1048576.0);
     for p in pushers {
         let (s, sent) = p.await.expect("pusher");
-        println!("a pusher sent {:.0} MiB", sent as f64 / 1048576.0);
         peer::end(s, Ending::Close).await;
     }
     demo.assert_recovered("after the bound dropped connections").await;
 }
 
-/// 200 hostile connections over 30 s, in every state and ending, beside good callers:
-/// no good call fails, and afterwards the server is idle, its RSS within 16 MiB of
+/// 200 hostile connections over 30 s, in every state and ending, beside four good
+/// callers: no good call fails, and afterwards the server is idle, its RSS within 16 MiB of
 /// where it started and its task count back where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_200_vanishing_peers_beside_good_callers() {
@@ -281,21 +280,24 @@ async fn soak_200_vanishing_peers_beside_good_callers() {
     demo.assert_recovered("warm-up").await;
     let rss_before = peer::rss(demo.pid());
     let started = Instant::now();
-    let good = {
-        let addr = demo.addr.clone();
-        tokio::spawn(async move {
-            let calc = meshrpc::demo::CalculatorClient::connect(&addr).await.expect("connect");
-            let (mut ok, mut failed) = (0u64, Vec::new());
-            while started.elapsed() < FOR {
-                match calc.add(ok as i64, 1).await {
-                    Ok(v) if v == ok as i64 + 1 => ok += 1,
-                    other => failed.push(format!("{other:?}")),
+    // Four good callers, each on its own connection.
+    let good: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = demo.addr.clone();
+            tokio::spawn(async move {
+                let calc = meshrpc::demo::CalculatorClient::connect(&addr).await.expect("connect");
+                let (mut ok, mut failed) = (0u64, Vec::new());
+                while started.elapsed() < FOR {
+                    match calc.add(ok as i64, 1).await {
+                        Ok(v) if v == ok as i64 + 1 => ok += 1,
+                        other => failed.push(format!("{other:?}")),
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            (ok, failed)
+                (ok, failed)
+            })
         })
-    };
+        .collect();
     let states = [State::MidFrame, State::RepliesQueued, State::CallsRunning, State::Draining];
     let pace = FOR / HOSTILE as u32;
     let mut hostile = Vec::new();
@@ -307,15 +309,28 @@ async fn soak_200_vanishing_peers_beside_good_callers() {
     for h in hostile {
         h.await.expect("a hostile connection's task");
     }
-    let (ok, failed) = good.await.expect("the good caller");
-    println!(
-        "soak: {HOSTILE} hostile connections in {:?}; the good caller made {ok} calls",
-        started.elapsed()
-    );
-    assert!(failed.is_empty(), "{} good calls failed, the first: {}", failed.len(), failed[0]);
-    assert!(ok > 1000, "the good caller made only {ok} calls in 30 s");
+    for caller in good {
+        let (ok, failed) = caller.await.expect("a good caller");
+        println!(
+            "soak: {HOSTILE} hostile connections in {:?}; a good caller made {ok} calls",
+            started.elapsed()
+        );
+        assert!(failed.is_empty(), "{} good calls failed, the first: {}", failed.len(), failed[0]);
+        assert!(ok > 500, "a good caller made only {ok} calls in 30 s");
+    }
     demo.assert_recovered("after the soak").await;
-    let rss_after = peer::rss(demo.pid());
+    // The allocator hands freed memory back lazily (mimalloc purges on its next calls in
+    // a thread): give it up to 10 s of light traffic. A leak would not come back down.
+    let settle_until = Instant::now() + Duration::from_secs(10);
+    let calc = meshrpc::demo::CalculatorClient::connect(&demo.addr).await.expect("connect");
+    let mut rss_after = peer::rss(demo.pid());
+    while rss_after > rss_before + (16 << 20) && Instant::now() < settle_until {
+        for i in 0..50 {
+            assert_eq!(calc.add(i, 1).await.expect("a call"), i + 1);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        rss_after = peer::rss(demo.pid());
+    }
     println!(
         "soak: server RSS {:.1} MiB before, {:.1} MiB after",
         rss_before as f64 / 1048576.0,

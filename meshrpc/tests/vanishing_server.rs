@@ -17,19 +17,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const CHILD_ENV: &str = "MESHRPC_TEST_CLIENT_OF";
+/// How many connections the client process opens (its pool size).
+const CONNS_ENV: &str = "MESHRPC_TEST_CLIENT_CONNECTIONS";
 
-/// The client process: eight callers push 256 KiB `Echo.Echo` calls at the address in
-/// `MESHRPC_TEST_CLIENT_OF` until their calls fail, then it answers commands on stdin:
+/// The client process: eight callers per connection (`MESHRPC_TEST_CLIENT_CONNECTIONS`)
+/// push 256 KiB `Echo.Echo` calls at the address in `MESHRPC_TEST_CLIENT_OF` until
+/// their calls fail, then it answers commands on stdin:
 /// `stats`, `call ADDR` (a fresh client's `Calculator.Add` there).
 #[test]
 #[ignore = "the client process of the client_side_* tests, which run it as a child"]
 fn client_process() {
     let addr = std::env::var(CHILD_ENV).expect("run by the client_side_* tests");
+    let conns: usize = std::env::var(CONNS_ENV).ok().and_then(|n| n.parse().ok()).unwrap_or(1);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
-        let client = Client::builder().connections(1).connect(addr.as_str()).await.expect("connect");
+        let client = Client::builder().connections(conns).connect(addr.as_str()).await.expect("connect");
         println!("CONNECTED");
-        let callers = (0..8).map(|_| {
+        let callers = (0..8 * conns).map(|_| {
             let client = client.clone();
             tokio::spawn(async move {
                 loop {
@@ -85,10 +89,11 @@ impl Drop for ChildClient {
 }
 
 impl ChildClient {
-    fn start(server: &str) -> ChildClient {
+    fn start(server: &str, connections: usize) -> ChildClient {
         let mut child = Command::new(std::env::current_exe().expect("this test binary"))
             .args(["--ignored", "--exact", "client_process", "--nocapture", "--test-threads", "1"])
             .env(CHILD_ENV, server)
+            .env(CONNS_ENV, connections.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -131,7 +136,7 @@ impl ChildClient {
 }
 
 /// A server that completes the handshake, reads one chunk, then stops reading.
-async fn stalling_server(listener: TcpListener) -> TcpStream {
+async fn stalling_server(listener: &TcpListener) -> TcpStream {
     let (mut s, _) = listener.accept().await.expect("the client connects");
     let mut hello = [0u8; 6];
     s.read_exact(&mut hello).await.expect("the preface");
@@ -158,31 +163,39 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
 }
 
-async fn client_side(how: &str) {
+async fn client_side(how: &str, connections: usize) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let mut client = ChildClient::start(&addr);
-    let mut server = stalling_server(listener).await; // the listener closes: no reconnect
+    let mut client = ChildClient::start(&addr, connections);
+    let mut servers = Vec::new();
+    for _ in 0..connections {
+        servers.push(stalling_server(&listener).await);
+    }
+    drop(listener); // no reconnect
     client.expect("CONNECTED", Duration::from_secs(20));
     // Let the client fill every buffer between it and us, and back up behind them.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    match how {
-        "close" => drop(server),
-        "reset" => {
-            socket2::SockRef::from(&server).set_linger(Some(Duration::ZERO)).unwrap();
-            drop(server);
-        }
-        _ => {
-            server.shutdown().await.unwrap();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            drop(server);
+    for mut server in servers {
+        match how {
+            "close" => drop(server),
+            "reset" => {
+                socket2::SockRef::from(&server).set_linger(Some(Duration::ZERO)).unwrap();
+                drop(server);
+            }
+            _ => {
+                server.shutdown().await.unwrap();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    drop(server);
+                });
+            }
         }
     }
     let failed = client.expect("FAILED", Duration::from_secs(10));
     assert_eq!(
         failed.matches("Ok(Unavailable)").count(),
-        8,
-        "{how}: every caller fails UNAVAILABLE: {failed}"
+        8 * connections,
+        "{how}, {connections} connection(s): every caller fails UNAVAILABLE: {failed}"
     );
     // Idle: CPU time of the client process over 2 s, from /proc.
     let pid = client.child.id();
@@ -196,7 +209,7 @@ async fn client_side(how: &str) {
     );
     client.send("stats");
     let stats = client.expect("STATS", Duration::from_secs(5));
-    assert_eq!(stats, "STATS in_flight=0 connections=0", "{how}");
+    assert_eq!(stats, "STATS in_flight=0 connections=0", "{how}, {connections} connection(s)");
     let real = Server::builder();
     let real = meshrpc::demo::services("fresh").into_iter().fold(real, |b, s| b.add_service(s));
     let real = real.bind("127.0.0.1:0").await.unwrap().spawn();
@@ -207,17 +220,20 @@ async fn client_side(how: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_side_a_server_that_stops_reading_then_closes() {
-    client_side("close").await;
+    client_side("close", 1).await;
+    client_side("close", 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_side_a_server_that_stops_reading_then_resets() {
-    client_side("reset").await;
+    client_side("reset", 1).await;
+    client_side("reset", 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_side_a_server_that_stops_reading_then_half_closes() {
-    client_side("half-close").await;
+    client_side("half-close", 1).await;
+    client_side("half-close", 8).await;
 }
 
 /// A large reply that arrives slowly but steadily keeps the connection alive: the
@@ -229,7 +245,7 @@ async fn client_side_a_slow_large_reply_is_not_taken_for_a_dead_server() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
-        let mut s = stalling_server(listener).await;
+        let mut s = stalling_server(&listener).await;
         // The reply to call 1, written 64 KiB every 50 ms.
         let mut reply = BytesMut::new();
         let head =
