@@ -257,6 +257,7 @@ async fn the_server_wide_bound_drops_the_largest_unread_connections() {
     assert!(growth <= BOUND + margin, "server RSS grew by {:.0} MiB", growth as f64 / 1048576.0);
     for p in pushers {
         let (s, sent) = p.await.expect("pusher");
+        assert!(sent >= 12 << 20, "a pusher got only {sent} bytes in: it never pushed a whole call");
         peer::end(s, Ending::Close).await;
     }
     demo.assert_recovered("after the bound dropped connections").await;
