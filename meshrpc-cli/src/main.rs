@@ -32,9 +32,17 @@ enum Command {
     Fanout(cmd::fanout::FanoutArgs),
 }
 
-/// mimalloc returns freed memory to the OS (see Cargo.toml).
+/// jemalloc returns freed memory to the OS (see Cargo.toml).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once at start-up: a background thread hands pages freed
+/// more than about a second ago back to the OS, whether or not the process is busy
+/// (by default that waits ~10 s and for the next allocations), so a server's RSS comes
+/// back down after a burst. The symbol is jemalloc's documented way to set them.
+#[allow(unsafe_code)] // an exported static, read by jemalloc's C code: nothing else
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -200,6 +200,14 @@ async fn a_client_that_sends_two_large_calls_and_exits_without_reading() {
         peer::end(s, how).await;
         demo.assert_recovered(&format!("two 12 MiB calls, {how:?}")).await;
     }
+    // And SIGTERM still stops it (a wedged server ignored it), promptly.
+    let mut demo = demo;
+    let _ = std::process::Command::new("kill").args(["-TERM", &demo.pid().to_string()]).status();
+    let until = Instant::now() + Duration::from_secs(5);
+    while demo.child.0.try_wait().expect("wait for the server").is_none() {
+        assert!(Instant::now() < until, "the server did not exit within 5 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// 16 connections push 12 MiB echoes and read nothing, against a 64 MiB bound: the
@@ -320,8 +328,9 @@ async fn soak_200_vanishing_peers_beside_good_callers() {
         assert!(ok > 500, "a good caller made only {ok} calls in 30 s");
     }
     demo.assert_recovered("after the soak").await;
-    // The allocator hands freed memory back lazily (mimalloc purges on its next calls in
-    // a thread): give it up to 10 s of light traffic. A leak would not come back down.
+    // The allocator hands freed memory back with a delay (jemalloc's background thread,
+    // after about a second): give it up to 10 s with light traffic. A leak would not
+    // come back down.
     let settle_until = Instant::now() + Duration::from_secs(10);
     let calc = meshrpc::demo::CalculatorClient::connect(&demo.addr).await.expect("connect");
     let mut rss_after = peer::rss(demo.pid());
