@@ -43,7 +43,12 @@ impl std::fmt::Debug for ServerMetrics {
 
 impl ServerMetrics {
     /// Counters for `methods` (indexed as given) and for unknown method names.
-    pub(crate) fn new(methods: Vec<Arc<str>>) -> ServerMetrics {
+    /// `admitted` and `queued_bytes` are the server's own counts, read for the gauges.
+    pub(crate) fn new(
+        methods: Vec<Arc<str>>,
+        admitted: Arc<AtomicUsize>,
+        queued_bytes: Arc<AtomicUsize>,
+    ) -> ServerMetrics {
         let stats = (0..=methods.len()).map(|_| CallStats::new()).collect();
         ServerMetrics {
             methods,
@@ -52,18 +57,11 @@ impl ServerMetrics {
             accepted: AtomicU64::new(0),
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
-            admitted: Arc::default(),
-            queued_bytes: Arc::default(),
+            admitted,
+            queued_bytes,
             shed: AtomicU64::new(0),
             moved_to_task: AtomicU64::new(0),
         }
-    }
-
-    /// Reads the server's own counts of admitted calls and queued reply bytes.
-    pub(crate) fn with_gauges(mut self, admitted: Arc<AtomicUsize>, queued_bytes: Arc<AtomicUsize>) -> Self {
-        self.admitted = admitted;
-        self.queued_bytes = queued_bytes;
-        self
     }
 
     /// Counts connections dropped by the queued-bytes limit.

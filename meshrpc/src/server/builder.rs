@@ -341,9 +341,8 @@ impl ServerBuilder {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let queued = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(Connections::default());
-        let metrics = Arc::new(
-            ServerMetrics::new(self.router.indexed_names()).with_gauges(in_flight.clone(), queued.clone()),
-        );
+        let metrics =
+            Arc::new(ServerMetrics::new(self.router.indexed_names(), in_flight.clone(), queued.clone()));
         let max_queued_bytes = config.max_queued_bytes;
         let shared = Arc::new(ServerShared {
             metrics: metrics.clone(),

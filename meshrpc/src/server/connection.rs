@@ -145,22 +145,26 @@ impl ConnShared {
         wire::encode_goaway(&mut self.outbox.lock(), &GoAway { last_call_id, code, message });
     }
 
-    fn cancel_all(&self) {
-        for call in self.calls.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            call.state.cancel();
-        }
-    }
-
-    /// The peer is gone (or was dropped): nobody will read an answer, so every call
-    /// still running is claimed (its slots freed at once), counted CANCELLED and
-    /// cancelled, which drops its handler.
-    fn abandon_calls(&self) {
+    /// Gives up every call still running: each is claimed (its slots freed at once) and
+    /// cancelled, which drops its handler. With `answer`, it is answered that status
+    /// (the drain cut-off); without, it is counted CANCELLED and answered nothing (the
+    /// peer is gone, or the connection was dropped).
+    fn give_up_calls(&self, answer: Option<&Status>) {
         let ids: Vec<u64> = self.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
         for call in ids.into_iter().filter_map(|id| self.take_tracked(id)) {
-            if let Some(_answering) = self.release(&call.state) {
-                self.finished(&call, Code::Cancelled);
-            }
+            // Claim the answer first: once cancelled, the call's own task would release
+            // the slot without answering.
+            let ours = self.release(&call.state);
             call.state.cancel();
+            if let Some(_answering) = ours {
+                match answer {
+                    Some(status) => {
+                        self.send_error(call.call_id, call.state.codec, status);
+                        self.finished(&call, status.code());
+                    }
+                    None => self.finished(&call, Code::Cancelled),
+                }
+            }
         }
     }
 
@@ -309,8 +313,7 @@ impl Drop for Ending<'_> {
     fn drop(&mut self) {
         self.writer.abort();
         self.conn.outbox.abandon(None);
-        self.conn.abandon_calls();
-        self.conn.cancel_all();
+        self.conn.give_up_calls(None);
     }
 }
 
@@ -618,21 +621,9 @@ impl ReadLoop {
                     wire::encode_ping(&mut conn.outbox.lock(), [0; 8]);
                     continue;
                 }
-                let stuck: Vec<u64> =
-                    conn.calls.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
-                for call in stuck.into_iter().filter_map(|id| conn.take_tracked(id)) {
-                    // Claim the answer first: once cancelled, the call's own task would
-                    // release the slot without answering.
-                    let ours = conn.release(&call.state);
-                    call.state.cancel();
-                    if let Some(_answering) = ours {
-                        let status = Status::unavailable(
-                            "the server stopped this call: it did not finish within the drain timeout",
-                        );
-                        conn.send_error(call.call_id, call.state.codec, &status);
-                        conn.finished(&call, status.code());
-                    }
-                }
+                conn.give_up_calls(Some(&Status::unavailable(
+                    "the server stopped this call: it did not finish within the drain timeout",
+                )));
                 break;
             }
         }

@@ -119,7 +119,7 @@ impl Service {
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
     {
-        self.register(method.into(), f, false)
+        self.register(method.into(), Arc::new(FnHandler { f, _types: PhantomData }), false)
     }
 
     /// Registers `method` like [`Service::method`], but its calls always run on a task
@@ -133,17 +133,10 @@ impl Service {
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
     {
-        self.register(method.into(), f, true)
+        self.register(method.into(), Arc::new(FnHandler { f, _types: PhantomData }), true)
     }
 
-    fn register<F, Fut, A, R>(mut self, name: String, f: F, on_task: bool) -> Service
-    where
-        F: Fn(Context, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, Status>> + Send + 'static,
-        A: DeserializeOwned + Send + 'static,
-        R: Serialize + Send + 'static,
-    {
-        let handler = Arc::new(FnHandler { f, _types: PhantomData });
+    fn register(mut self, name: String, handler: Arc<dyn ErasedHandler>, on_task: bool) -> Service {
         self.methods.push(Method { name, handler, on_task });
         self
     }
