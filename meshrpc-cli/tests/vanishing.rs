@@ -31,6 +31,11 @@ enum State {
     Draining,
 }
 
+/// Held by every test here, so they run one at a time: each measures its own server
+/// against a budget (CPU, RSS, a good caller's progress), and on 2 cores another test's
+/// hostile load (debug builds decoding megabytes of echoes) starves it.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Demo {
     child: Running,
     addr: String,
@@ -152,6 +157,7 @@ async fn drive(addr: &str, state: State) -> TcpStream {
 
 /// Every ending, with one connection and with eight, on one server.
 async fn every_ending(state: State) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let demo = demo(&[]).await;
     for how in ENDINGS {
         for n in [1usize, 8] {
@@ -185,6 +191,7 @@ async fn peers_that_vanish_while_draining_leave_nothing_behind() {
 /// The issue's own reproduction: two 12 MiB `Echo.Echo` calls, never read, then exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_sends_two_large_calls_and_exits_without_reading() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let demo = demo(&[]).await;
     for how in ENDINGS {
         let mut s = peer::connect(&demo.addr).await;
@@ -218,6 +225,7 @@ async fn a_client_that_sends_two_large_calls_and_exits_without_reading() {
 /// connection held about 52 MiB (+416 MiB for eight, measured in issue 13).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_wide_bound_drops_the_largest_unread_connections() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     const CONNS: usize = 16;
     const BOUND: u64 = 64 << 20;
     let demo = demo(&["--max-queued-mib", "64"]).await;
@@ -276,6 +284,7 @@ async fn the_server_wide_bound_drops_the_largest_unread_connections() {
 /// where it started and its task count back where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_200_vanishing_peers_beside_good_callers() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     const HOSTILE: usize = 200;
     const FOR: Duration = Duration::from_secs(30);
     let demo = demo(&[]).await;
